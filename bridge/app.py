@@ -1,0 +1,200 @@
+"""The bridge process: wiring, start-up, and a staged, time-boxed shutdown.
+
+Start: bridge-level MQTT session (``MagTek/Bridge/<host id>/Status`` = ``online``, will
+``offline``) and the reader supervisor, independently: readers are opened and identified even
+while the broker is unreachable (a store Pi often boots before its network).
+
+Stop (SIGTERM/SIGINT only set an event): stop scanning -> each reader publishes retained
+``disconnected`` and disconnects cleanly -> readers closed -> bridge ``offline`` -> exit 0.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Final
+
+import structlog
+
+from bridge import __version__
+from bridge.config import Settings
+from bridge.metrics import Metrics
+from bridge.mqtt.link import LinkOptions, MqttLink, Publication, TlsOptions
+from bridge.mqtt.topics import BridgeTopics
+from bridge.session import SessionOptions
+from bridge.supervisor import Supervisor
+from bridge.transport import Backend, get_backend
+
+_log = structlog.get_logger("bridge.app")
+
+ONLINE: Final = b"online"
+OFFLINE: Final = b"offline"
+
+
+def link_options(settings: Settings) -> LinkOptions:
+    """Map the ``[mqtt]`` section onto the link's options (secrets already resolved)."""
+    m = settings.mqtt
+    tls = None
+    if m.tls.enabled:
+        tls = TlsOptions(
+            ca_file=str(m.tls.ca_file) if m.tls.ca_file else None,
+            cert_file=str(m.tls.cert_file) if m.tls.cert_file else None,
+            key_file=str(m.tls.key_file) if m.tls.key_file else None,
+            key_password=m.tls.key_password_value(),
+            check_hostname=m.tls.check_hostname,
+        )
+    return LinkOptions(
+        host=m.host,
+        port=m.port,
+        protocol=m.protocol,
+        keepalive=m.keepalive,
+        username=m.username,
+        password=m.password_value(),
+        tls=tls,
+        reconnect_min_delay=m.reconnect_min_delay,
+        reconnect_max_delay=m.reconnect_max_delay,
+    )
+
+
+def session_options(settings: Settings) -> SessionOptions:
+    r = settings.readers
+    return SessionOptions(
+        prefix=settings.topics.prefix,
+        friendly_names=dict(settings.topics.friendly_names),
+        client_id_prefix=settings.mqtt.client_id_prefix,
+        host_id=settings.topics.host_id,
+        qos_messages=settings.mqtt.qos_messages,
+        qos_status=settings.mqtt.qos_status,
+        read_timeout=r.read_timeout,
+        max_message_size=r.max_message_size,
+        command_timeout=r.command_timeout,
+        identify_timeout=r.identify_timeout,
+        log_messages=settings.logging.level.lower() == "debug",
+    )
+
+
+def make_backend(settings: Settings) -> Backend:
+    if settings.readers.simulate > 0 or settings.readers.backend == "simulated":
+        return get_backend("simulated", count=max(1, settings.readers.simulate))
+    return get_backend(settings.readers.backend)
+
+
+class BridgeApp:
+    """One bridge process's parts, started and stopped in the right order."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        backend: Backend | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.boot_id = secrets.token_hex(8)
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.backend = backend if backend is not None else make_backend(settings)
+        self.started_at = datetime.now(UTC)
+        self.topics = BridgeTopics(settings.topics.bridge_prefix, settings.topics.host_id)
+        self.metrics.build_info.info({"version": __version__, "host_id": settings.topics.host_id})
+        options = link_options(settings)
+        self.supervisor = Supervisor(
+            self.backend,
+            options=session_options(settings),
+            link_options=options,
+            metrics=self.metrics,
+            boot_id=self.boot_id,
+            scan_interval=settings.readers.scan_interval,
+            on_change=self._readers_changed,
+        )
+        self.link = MqttLink(
+            options,
+            client_id=f"{settings.mqtt.client_id_prefix}-{settings.topics.host_id}",
+            name="bridge",
+            will=Publication(self.topics.status, OFFLINE, qos=1, retain=True),
+            births=[Publication(self.topics.status, ONLINE, qos=1, retain=True),
+                    self._info_publication()],
+            metrics=self.metrics,
+        )
+        self._stopped = False
+
+    def _info_publication(self) -> Publication:
+        roots = self.supervisor.connected_roots()
+        info = {
+            "host_id": self.settings.topics.host_id,
+            "bridge_version": __version__,
+            "boot_id": self.boot_id,
+            "started_at": self.started_at.isoformat(timespec="seconds"),
+            "device_prefix": self.settings.topics.prefix,
+            "protocol": self.settings.mqtt.protocol,
+            "readers": roots,
+        }
+        return Publication(self.topics.info, json.dumps(info).encode(), qos=1, retain=True)
+
+    def _readers_changed(self) -> None:
+        info = self._info_publication()
+        self.link.set_births([Publication(self.topics.status, ONLINE, qos=1, retain=True), info])
+        if self.link.connected.is_set():
+            self.link.publish(info.topic, info.payload, qos=1, retain=True, kind="status")
+
+    def start(self) -> None:
+        _log.info("bridge_starting", version=__version__, host_id=self.settings.topics.host_id,
+                  broker=f"{self.settings.mqtt.host}:{self.settings.mqtt.port}",
+                  backend=getattr(self.backend, "name", "?"))
+        self.link.start()
+        self.supervisor.start()
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        _log.info("bridge_stopping")
+        self.supervisor.stop()
+        self.link.stop(final=[Publication(self.topics.status, OFFLINE, qos=1, retain=True)])
+        _log.info("bridge_stopped")
+
+    def run(self, stop: threading.Event) -> int:
+        """Start, wait for ``stop``, shut down; the process exit code."""
+        self.start()
+        try:
+            while not stop.wait(1.0):
+                pass
+        finally:
+            self.stop()
+        return 0
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM/SIGINT set ``stop``; a second one exits at once. Restores the old handlers."""
+    hits: list[float] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        hits.append(time.monotonic())
+        _log.info("signal_received", signal=signal.Signals(signum).name)
+        if len(hits) > 1:
+            raise SystemExit(1)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run(settings: Settings, *, backend: Backend | None = None) -> int:
+    stop = threading.Event()
+    app = BridgeApp(settings, backend=backend)
+    with stop_on_signals(stop):
+        return app.run(stop)
+
+
+__all__ = ["BridgeApp", "link_options", "make_backend", "run", "session_options"]

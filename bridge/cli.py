@@ -1,0 +1,187 @@
+"""Command-line interface: parse arguments, call one function, print, return an exit code.
+
+Exit codes: 0 ok; 1 failure reported by the reader (``send``) or a runtime error; 2 bad usage
+or configuration (the message names the file or key); 3 timeout; 4 command rejected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from bridge import __version__
+from bridge.errors import BridgeError, ConfigError, ProtocolError
+
+EXIT_CONFIG = 2
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="PATH",
+                        help="TOML config file (default: $MAGTEK_BRIDGE_CONFIG or "
+                             "/etc/magtek-bridge/config.toml)")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+
+def _add_broker_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="broker host (overrides mqtt.host)")
+    parser.add_argument("--port", type=int, help="broker port (overrides mqtt.port)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="magtek-bridge",
+        description="Bridge MagTek MMS card readers (USB-HID) to MQTT.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the bridge daemon")
+    _add_config_args(run)
+    run.add_argument("--simulate", type=int, metavar="N",
+                     help="use N simulated DynaFlex II readers instead of hidapi")
+
+    decode = sub.add_parser("decode", help="decode an MMS message given as hex (card data masked)")
+    decode.add_argument("hex", nargs="+", help="the message as hex (spaces allowed)")
+    decode.add_argument("--json", action="store_true", help="machine-readable output")
+
+    devices = sub.add_parser("devices", help="list attached MagTek MMS readers (hidapi)")
+    devices.add_argument("--json", action="store_true")
+
+    send = sub.add_parser("send", help="send a command to a reader through the broker")
+    _add_config_args(send)
+    _add_broker_args(send)
+    send.add_argument("root", help="reader root topic, a serial, or 'auto' for the only reader")
+    send.add_argument("command", help="command as hex, or a name such as get_serial")
+    send.add_argument("--timeout", type=float, default=10.0)
+    send.add_argument("--follow", type=float, default=0.0, metavar="SECONDS",
+                      help="keep printing notifications this long after the response")
+    send.add_argument("--json", action="store_true")
+
+    monitor = sub.add_parser("monitor", help="print decoded reader messages as they arrive")
+    _add_config_args(monitor)
+    _add_broker_args(monitor)
+    monitor.add_argument("root", nargs="?", help="one reader root (default: all readers)")
+    monitor.add_argument("--count", type=int, default=0, help="stop after N messages")
+    monitor.add_argument("--duration", type=float, default=0.0, help="stop after SECONDS")
+    monitor.add_argument("--json", action="store_true")
+
+    demo = sub.add_parser("demo", help="embedded broker + simulated reader + bridge, scripted")
+    demo.add_argument("--card", choices=["tap", "insert", "swipe"], default="tap")
+    demo.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                      default="warning")
+    return parser
+
+
+def _settings(args: argparse.Namespace, overrides: dict[str, Any] | None = None) -> Any:
+    from bridge.config import load_settings  # noqa: PLC0415 - keeps `decode` light
+
+    merged: dict[str, Any] = dict(overrides or {})
+    if getattr(args, "log_level", None):
+        merged.setdefault("logging", {})["level"] = args.log_level
+    if getattr(args, "host", None):
+        merged.setdefault("mqtt", {})["host"] = args.host
+    if getattr(args, "port", None):
+        merged.setdefault("mqtt", {})["port"] = args.port
+    return load_settings(args.config, overrides=merged)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from bridge.app import run  # noqa: PLC0415
+    from bridge.logs import configure_logging  # noqa: PLC0415
+
+    overrides: dict[str, Any] = {}
+    if args.simulate:
+        overrides["readers"] = {"simulate": args.simulate, "backend": "simulated"}
+    settings = _settings(args, overrides)
+    configure_logging(settings.logging.level, settings.logging.format)
+    return run(settings)
+
+
+def _cmd_decode(args: argparse.Namespace) -> int:
+    from bridge.mms import describe, describe_dict, normalize_command_hex, parse_message  # noqa: PLC0415
+
+    try:
+        message = parse_message(normalize_command_hex("".join(args.hex)))
+    except ProtocolError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(describe_dict(message), indent=2))
+    else:
+        print(describe(message))
+    return 0
+
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    from bridge.transport import get_backend  # noqa: PLC0415
+
+    found = get_backend("hid").enumerate()
+    if args.json:
+        print(json.dumps([
+            {"path": d.path, "vendor_id": f"0x{d.vendor_id:04X}",
+             "product_id": f"0x{d.product_id:04X}", "product": d.product,
+             "usb_serial": d.usb_serial} for d in found
+        ], indent=2))
+    elif not found:
+        print("No MagTek MMS readers found (vendor 0x0801). Check the USB cable, and that the "
+              "udev rule systemd/70-magtek-mms.rules is installed.")
+    else:
+        for d in found:
+            print(f"{d.path}  {d.vendor_id:04X}:{d.product_id:04X}  {d.product}  "
+                  f"usb-serial={d.usb_serial or '-'}")
+    return 0
+
+
+def _cmd_send(args: argparse.Namespace) -> int:
+    from bridge import client  # noqa: PLC0415
+    from bridge.app import link_options  # noqa: PLC0415
+
+    settings = _settings(args)
+    options = link_options(settings)
+    command = client.command_bytes(args.command)
+    root = client.resolve_root(options, settings.topics.prefix, args.root)
+    return client.send(options, root, command, timeout=args.timeout, follow=args.follow,
+                       as_json=args.json)
+
+
+def _cmd_monitor(args: argparse.Namespace) -> int:
+    from bridge import client  # noqa: PLC0415
+    from bridge.app import link_options  # noqa: PLC0415
+
+    settings = _settings(args)
+    return client.monitor(link_options(settings), settings.topics.prefix, args.root,
+                          count=args.count, duration=args.duration, as_json=args.json)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from bridge.demo import run_demo  # noqa: PLC0415
+
+    return run_demo(card=args.card, log_level=args.log_level)
+
+
+_COMMANDS = {
+    "run": _cmd_run,
+    "decode": _cmd_decode,
+    "devices": _cmd_devices,
+    "send": _cmd_send,
+    "monitor": _cmd_monitor,
+    "demo": _cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (BridgeError, LookupError, TimeoutError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+__all__ = ["build_parser", "main"]

@@ -1,0 +1,188 @@
+"""Operator tools that talk to a running bridge through the broker: ``send`` and ``monitor``.
+
+They use the same ``MqttLink`` as the bridge (subscribe first, then act) and print messages
+decoded with card data masked.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import secrets
+import sys
+import time
+from typing import Final, TextIO
+
+from bridge.errors import ProtocolError
+from bridge.mms import Message, MessageType, command_by_name, describe, describe_dict
+from bridge.mms import normalize_command_hex, parse_message
+from bridge.mqtt.link import InboundMessage, LinkOptions, MqttLink
+from bridge.mqtt.topics import ReaderTopics, device_list_wildcard
+
+EXIT_OK: Final = 0
+EXIT_DEVICE_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_TIMEOUT: Final = 3
+EXIT_REJECTED: Final = 4
+_CONNECT_TIMEOUT: Final = 10.0
+
+
+def _connect(options: LinkOptions, subscriptions: list[tuple[str, int]],
+             inbox: queue.Queue[InboundMessage], role: str) -> MqttLink:
+    link = MqttLink(
+        options,
+        client_id=f"magtek-bridge-{role}-{secrets.token_hex(3)}",
+        name=role,
+        subscriptions=subscriptions,
+        on_message=inbox.put,
+    )
+    link.start()
+    if not link.wait_ready(_CONNECT_TIMEOUT):
+        link.stop()
+        raise TimeoutError(link.last_error or "no answer from the broker")
+    return link
+
+
+def resolve_root(options: LinkOptions, prefix: str, root: str, timeout: float = 2.0) -> str:
+    """``root`` as given when it has a ``/``; else the connected reader whose root ends with it.
+
+    ``auto`` picks the only connected reader. Uses the retained ``Status`` messages.
+    """
+    if "/" in root:
+        return root.rstrip("/")
+    inbox: queue.Queue[InboundMessage] = queue.Queue()
+    link = _connect(options, [(device_list_wildcard(prefix), 1)], inbox, "lookup")
+    found: list[str] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            try:
+                msg = inbox.get(timeout=0.2)
+            except queue.Empty:
+                if found:
+                    break
+                continue
+            if msg.payload.strip().lower() == b"connected":
+                found.append(msg.topic.removesuffix("/Status"))
+    finally:
+        link.stop()
+    matches = found if root == "auto" else [r for r in found if r.endswith(root)]
+    if len(matches) != 1:
+        raise LookupError(f"cannot pick one reader for {root!r}: connected readers are {found}")
+    return matches[0]
+
+
+def command_bytes(text: str) -> bytes:
+    """A command given on the command line: a known name (``get_serial``) or hex."""
+    try:
+        return command_by_name(text)
+    except KeyError:
+        return normalize_command_hex(text)
+
+
+def send(
+    options: LinkOptions,
+    root: str,
+    command: bytes,
+    *,
+    timeout: float = 10.0,
+    follow: float = 0.0,
+    as_json: bool = False,
+    out: TextIO = sys.stdout,
+) -> int:
+    """Publish ``command`` to ``<root>/SendCommand`` and wait for its matching response.
+
+    Returns an exit code: 0 when the reader reports success, 1 on a failure status, 3 on
+    timeout, 4 when the bridge rejected the command.
+    """
+    request = parse_message(command)
+    topics = ReaderTopics.for_root(root)
+    inbox: queue.Queue[InboundMessage] = queue.Queue()
+    link = _connect(options, [(topics.mms_message, 1), (topics.error, 1)], inbox, "send")
+    try:
+        link.publish(topics.send_command, command.hex().upper().encode(), qos=1, kind="command")
+        deadline = time.monotonic() + timeout
+        code = EXIT_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                msg = inbox.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if msg.topic == topics.error:
+                print(f"rejected by the bridge: {msg.payload.decode(errors='replace')}", file=out)
+                return EXIT_REJECTED
+            parsed = _parse_hex(msg.payload)
+            if parsed is None:
+                continue
+            _print(parsed, as_json, out)
+            if (parsed.message_type == MessageType.DEVICE_RESPONSE
+                    and (parsed.ref, parsed.command_id) == (request.ref, request.command_id)):
+                ok = parsed.status is not None and parsed.status.ok
+                code = EXIT_OK if ok else EXIT_DEVICE_FAILED
+                deadline = time.monotonic() + follow
+        if code == EXIT_TIMEOUT:
+            print(f"no response from {root} within {timeout} s", file=out)
+        return code
+    finally:
+        link.stop()
+
+
+def monitor(
+    options: LinkOptions,
+    prefix: str,
+    root: str | None = None,
+    *,
+    count: int = 0,
+    duration: float = 0.0,
+    as_json: bool = False,
+    out: TextIO = sys.stdout,
+) -> int:
+    """Print decoded messages and status changes as they arrive (all readers, or one)."""
+    base = root.rstrip("/") if root else prefix + "+/+"
+    subs = [(f"{base}/{leaf}", 1) for leaf in ("MMSMessage", "Status", "Error", "Info")]
+    inbox: queue.Queue[InboundMessage] = queue.Queue()
+    link = _connect(options, subs, inbox, "monitor")
+    seen = 0
+    deadline = time.monotonic() + duration if duration > 0 else float("inf")
+    try:
+        while time.monotonic() < deadline and (count <= 0 or seen < count):
+            try:
+                msg = inbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            seen += 1
+            reader, _, leaf = msg.topic.rpartition("/")
+            if leaf == "MMSMessage" and (parsed := _parse_hex(msg.payload)) is not None:
+                if as_json:
+                    print(json.dumps({"root": reader, **describe_dict(parsed)}), file=out)
+                else:
+                    print(f"{reader}: {describe(parsed)}", file=out)
+            elif as_json:
+                print(json.dumps({"root": reader, leaf.lower(): msg.payload.decode(
+                    errors="replace")}), file=out)
+            else:
+                print(f"{reader}: {leaf} {msg.payload.decode(errors='replace')}", file=out)
+            out.flush()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        link.stop()
+    return EXIT_OK
+
+
+def _parse_hex(payload: bytes) -> Message | None:
+    try:
+        return parse_message(bytes.fromhex(payload.decode("ascii")))
+    except (ValueError, ProtocolError):
+        return None
+
+
+def _print(message: Message, as_json: bool, out: TextIO) -> None:
+    if as_json:
+        print(json.dumps(describe_dict(message)), file=out)
+    else:
+        print(describe(message), file=out)
+    out.flush()
+
+
+__all__ = ["command_bytes", "monitor", "resolve_root", "send"]

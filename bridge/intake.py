@@ -1,0 +1,115 @@
+"""Validation of commands arriving for a reader (MQTT ``SendCommand``, later WebSocket).
+
+Pure: takes the payload and its delivery facts, returns either a ``Command`` ready to write or
+a ``Rejection`` with a machine-readable reason (a metric label) and a human detail. Nothing
+that fails here ever reaches a reader.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Final
+
+from bridge.errors import ProtocolError
+from bridge.mms import Message, MessageType, normalize_command_hex, parse_message
+
+# Message types a host may send (PROTOCOL.md §3.2): requests and data files.
+_HOST_TYPES: Final = frozenset({MessageType.HOST_REQUEST, MessageType.HOST_FILE})
+_START_BYTE: Final = 0xAA
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A validated command, waiting to be written to its reader."""
+
+    data: bytes
+    message: Message
+    received_at: float
+    deadline: float | None = None  # monotonic; from the MQTT v5 message expiry
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """What the matching response carries: (reference number, command id)."""
+        return (self.message.ref, self.message.command_id)
+
+    def expired(self, now: float | None = None) -> bool:
+        if self.deadline is None:
+            return False
+        return (time.monotonic() if now is None else now) >= self.deadline
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a command was refused. ``reason`` is a bounded metric label."""
+
+    reason: str
+    detail: str
+
+
+def validate_command(
+    payload: bytes,
+    *,
+    max_size: int,
+    retained: bool = False,
+    received_at: float | None = None,
+    expiry_interval: int | None = None,
+    response_topic: str | None = None,
+    correlation_data: bytes | None = None,
+) -> Command | Rejection:
+    """Turn a raw command payload into a ``Command``, or say why not.
+
+    Accepts hex text in any case with whitespace, the demo ``SENDCOMMAND,<hex>`` form
+    (PROTOCOL.md §7), and raw binary MMS bytes (first byte ``0xAA``, which no hex text starts
+    with).
+
+    Args:
+        payload: the bytes as delivered.
+        max_size: largest MMS message (in bytes) we relay.
+        retained: the broker replayed a retained message: a stale leftover, never run.
+        received_at: monotonic arrival time (defaults to now).
+        expiry_interval: MQTT v5 message expiry in seconds, as delivered.
+        response_topic: MQTT v5 response topic, if any.
+        correlation_data: MQTT v5 correlation data, if any.
+    """
+    now = time.monotonic() if received_at is None else received_at
+    if retained:
+        return Rejection("retained", "retained commands are stale leftovers and are never run")
+    if expiry_interval == 0:
+        return Rejection("expired", "the command's message expiry had already passed")
+    # Hex text takes two characters a byte plus some whitespace: refuse absurd sizes before
+    # doing any work on them.
+    if len(payload) > 3 * max_size + 64:
+        return Rejection("too_large", f"payload of {len(payload)} bytes exceeds the cap")
+    if payload[:1] == bytes([_START_BYTE]):
+        data = bytes(payload)
+    else:
+        try:
+            data = normalize_command_hex(payload.decode("latin-1"))
+        except ProtocolError as exc:
+            return Rejection(exc.reason, str(exc))
+    if len(data) > max_size:
+        return Rejection("too_large", f"message of {len(data)} bytes exceeds {max_size}")
+    try:
+        message = parse_message(data)
+    except ProtocolError as exc:
+        return Rejection("not_mms", f"not an MMS message: {exc}")
+    if message.message_type not in _HOST_TYPES:
+        return Rejection(
+            "not_request",
+            f"message type 0x{int(message.message_type):02X} is not a host request or file",
+        )
+    deadline = None if expiry_interval is None else now + expiry_interval
+    return Command(
+        data=data,
+        message=message,
+        received_at=now,
+        deadline=deadline,
+        response_topic=response_topic,
+        correlation_data=correlation_data,
+    )
+
+
+__all__ = ["Command", "Rejection", "validate_command"]

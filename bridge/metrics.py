@@ -1,0 +1,125 @@
+"""Prometheus metrics, on an injected registry.
+
+The only importer of ``prometheus_client``. Other modules call intention-revealing methods
+(``report_in()``, ``framing_error(reason)``) so they never learn metric names. Label sets are
+bounded: reader labels are serials of attached readers, reasons come from closed enums.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+_NS = "magtek_bridge"
+
+# Command round trips are milliseconds on a healthy reader; a start-transaction response can
+# take longer when the reader is busy, so the buckets run up to 10 s.
+_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+
+
+class Metrics:
+    """Every collector the bridge exports, registered on one registry.
+
+    Args:
+        registry: where to register; tests pass a fresh ``CollectorRegistry``.
+        process_metrics: also register the default process/platform/GC collectors.
+    """
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, process_metrics: bool = True
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        if process_metrics:
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
+        self.build_info = Info(f"{_NS}_build", "Bridge version and host id", registry=r)
+        self.reader_connected = Gauge(
+            f"{_NS}_reader_connected", "1 while the reader is open and identified",
+            ["serial"], registry=r,
+        )
+        self.reader_info = Gauge(
+            f"{_NS}_reader_info", "Reader identity (always 1)",
+            ["serial", "model", "firmware"], registry=r,
+        )
+        self.readers_open = Gauge(f"{_NS}_readers_open", "Readers currently open", registry=r)
+        self.reader_reconnects = Counter(
+            f"{_NS}_reader_reconnects", "Reader (re)opens after the first", ["serial"], registry=r,
+        )
+        self.reader_open_failures = Counter(
+            f"{_NS}_reader_open_failures", "Failed attempts to open or identify a reader",
+            ["reason"], registry=r,
+        )
+        self.hid_reports = Counter(
+            f"{_NS}_hid_reports", "HID reports moved", ["direction"], registry=r,
+        )
+        self.mms_messages = Counter(
+            f"{_NS}_mms_messages", "Whole MMS messages moved", ["direction", "type"], registry=r,
+        )
+        self.framing_errors = Counter(
+            f"{_NS}_framing_errors", "Reports or partial messages dropped while reassembling",
+            ["reason"], registry=r,
+        )
+        self.device_protocol_errors = Counter(
+            f"{_NS}_device_protocol_errors", "Whole messages from a reader that did not parse",
+            ["reason"], registry=r,
+        )
+        self.commands = Counter(
+            f"{_NS}_commands", "SendCommand payloads by outcome", ["outcome", "reason"], registry=r,
+        )
+        self.command_latency = Histogram(
+            f"{_NS}_command_latency_seconds",
+            "SendCommand received to matching response published",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.mqtt_connected = Gauge(
+            f"{_NS}_mqtt_connected", "MQTT sessions currently connected", ["link"], registry=r,
+        )
+        self.mqtt_reconnects = Counter(
+            f"{_NS}_mqtt_reconnects", "MQTT connections re-established after a loss", registry=r,
+        )
+        self.mqtt_publishes = Counter(
+            f"{_NS}_mqtt_publishes", "MQTT publishes handed to the client", ["kind"], registry=r,
+        )
+        self.mqtt_publish_failures = Counter(
+            f"{_NS}_mqtt_publish_failures", "MQTT publishes refused or failed", ["reason"],
+            registry=r,
+        )
+        self.mqtt_queued = Gauge(
+            f"{_NS}_mqtt_queued_messages",
+            "Messages accepted but not yet acknowledged by the broker",
+            ["serial"], registry=r,
+        )
+
+    # Intention-revealing helpers: the hot path calls these, never the collectors by name.
+    def report_in(self, n: int = 1) -> None:
+        self.hid_reports.labels("in").inc(n)
+
+    def report_out(self, n: int = 1) -> None:
+        self.hid_reports.labels("out").inc(n)
+
+    def message(self, direction: str, message_type: str) -> None:
+        self.mms_messages.labels(direction, message_type).inc()
+
+    def framing_error(self, reason: str) -> None:
+        self.framing_errors.labels(reason).inc()
+
+    def command_accepted(self) -> None:
+        self.commands.labels("accepted", "").inc()
+
+    def command_rejected(self, reason: str) -> None:
+        self.commands.labels("rejected", reason).inc()
+
+
+__all__ = ["CollectorRegistry", "Metrics"]

@@ -1,0 +1,464 @@
+"""One reader, end to end: HID reports <-> MMS messages <-> its own MQTT session.
+
+Threads (each named after the reader and strongly referenced here):
+- ``reader[<path>]`` runs ``run()``: open, identify, connect MQTT, then write commands one
+  whole message at a time, waiting for each response (PROTOCOL.md §2.2: the device services one
+  command at a time), until the reader goes away or the bridge stops.
+- ``hid-read[<path>]`` reads reports, reassembles messages and publishes each at once, in the
+  order the reader sent them.
+Paho's own thread validates inbound commands and queues them (bounded) for the writer.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final
+
+import structlog
+
+from bridge import __version__
+from bridge.errors import DeviceGoneError, ProtocolError, TransportError
+from bridge.intake import Command, Rejection, validate_command
+from bridge.metrics import Metrics
+from bridge.mms import (
+    FrameDropped,
+    Message,
+    MessageType,
+    Reassembler,
+    packetize,
+    parse_message,
+    safe_summary,
+)
+from bridge.mms import commands as mms_commands
+from bridge.mqtt.link import InboundMessage, LinkOptions, MqttLink, Publication
+from bridge.mqtt.topics import ReaderTopics, model_segment, reader_root
+from bridge.transport import Transport
+
+_log = structlog.get_logger("bridge.session")
+
+STATUS_CONNECTED: Final = b"connected"
+STATUS_DISCONNECTED: Final = b"disconnected"
+_IDENTIFY_REF: Final = 0xB5  # the reference MagTek's own device client uses (PROTOCOL.md §4)
+_FIRMWARE_REF: Final = 0x02
+_STOP: Final = object()  # wakes the writer
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOptions:
+    """Per-reader behaviour, built from the ``[topics]`` and ``[readers]`` config sections."""
+
+    prefix: str = "MagTek/Device/"
+    friendly_names: Mapping[str, str] = field(default_factory=dict)
+    client_id_prefix: str = "magtek-bridge"
+    host_id: str = "bridge"
+    qos_messages: int = 1
+    qos_status: int = 1
+    read_timeout: float = 0.05
+    max_message_size: int = 1 << 20
+    command_timeout: float = 5.0
+    identify_timeout: float = 2.0
+    identify_attempts: int = 3
+    command_queue_size: int = 32
+    log_messages: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderIdentity:
+    serial: str
+    firmware: str
+    model: str
+    root: str
+
+
+class ReaderGone(Exception):  # noqa: N818 - internal control flow, never escapes the module
+    """The reader vanished during identification."""
+
+
+class ReaderSession:
+    """Keeps one open reader connected to MQTT until it goes away or we stop."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        options: SessionOptions,
+        link_options: LinkOptions,
+        metrics: Metrics,
+        boot_id: str,
+        next_seq: Callable[[str], int],
+        on_identified: Callable[[ReaderSession], None] | None = None,
+    ) -> None:
+        self.transport = transport
+        self.options = options
+        self._link_options = link_options
+        self._metrics = metrics
+        self._boot_id = boot_id
+        self._next_seq = next_seq
+        self._on_identified = on_identified
+        self.info = transport.info
+        self._log = _log.bind(path=self.info.path)
+        self.identity: ReaderIdentity | None = None
+        self.topics: ReaderTopics | None = None
+        self.link: MqttLink | None = None
+        self.connected_since: datetime | None = None
+        self._reassembler = Reassembler(
+            report_len=transport.report_len, max_message_size=options.max_message_size
+        )
+        self._commands: queue.Queue[object] = queue.Queue(maxsize=options.command_queue_size)
+        self._pending: dict[tuple[int, int], Command] = {}
+        self._pending_lock = threading.Lock()
+        self._response_seen = threading.Event()
+        self._write_lock = threading.Lock()
+        self._waiter: tuple[tuple[int, int], threading.Event, list[Message]] | None = None
+        self._early: list[tuple[bytes, Message | None]] = []
+        self._publish_lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.gone = threading.Event()
+        self.finished = threading.Event()
+        self.failure: str | None = None
+        self.read_heartbeat = time.monotonic()
+        self.write_heartbeat = time.monotonic()
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        thread = threading.Thread(target=self.run, name=f"reader[{self.info.path}]", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def stop(self) -> None:
+        """Ask the session to end; ``finished`` is set once it has cleaned up."""
+        self.stopping.set()
+        self._wake_writer()
+
+    def join(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for thread in list(self._threads):
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    @property
+    def alive(self) -> bool:
+        return not self.finished.is_set()
+
+    def run(self) -> None:
+        try:
+            self.transport.open()
+            reader = threading.Thread(
+                target=self._read_loop, name=f"hid-read[{self.info.path}]", daemon=True
+            )
+            self._threads.append(reader)
+            reader.start()
+            self.identity = self._identify()
+            self._connect_mqtt(self.identity)
+            self._write_loop()
+        except ReaderGone:
+            self.failure = "reader unplugged during identification"
+        except TransportError as exc:
+            self.failure = f"transport: {exc}"
+            self._metrics.reader_open_failures.labels("transport").inc()
+            self._log.warning("reader_open_failed", error=str(exc))
+        except _IdentifyError as exc:
+            self.failure = str(exc)
+            self._metrics.reader_open_failures.labels("identify").inc()
+            self._log.warning("reader_identify_failed", error=str(exc))
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        self.stopping.set()
+        if self.link is not None and self.topics is not None:
+            self.link.stop(final=[self._status(STATUS_DISCONNECTED)])
+        if self.identity is not None:
+            self._metrics.reader_connected.labels(self.identity.serial).set(0)
+        self.transport.close()
+        for event in self._reassembler.reset():
+            if isinstance(event, FrameDropped):
+                self._metrics.framing_error(event.reason.value)
+        self._log.info("reader_closed", reason="unplugged" if self.gone.is_set() else "stopped",
+                       root=self.topics.root if self.topics else None)
+        self.finished.set()
+
+    # -- identification -----------------------------------------------------------------------
+
+    def _identify(self) -> ReaderIdentity:
+        serial = ""
+        for _attempt in range(self.options.identify_attempts):
+            response = self._request(mms_commands.get_serial_number(_IDENTIFY_REF))
+            if response is not None and response.status is not None and response.status.ok:
+                serial = mms_commands.parse_serial_number(response)
+                break
+        if not serial:
+            raise _IdentifyError("reader did not answer the get-serial request")
+        firmware = ""
+        response = self._request(mms_commands.get_firmware_id(_FIRMWARE_REF))
+        if response is not None and response.status is not None and response.status.ok:
+            try:
+                firmware = mms_commands.parse_firmware_id(response)
+            except ProtocolError:
+                firmware = ""
+        model = model_segment(self.info.product) or "MMS"
+        root = reader_root(
+            self.options.prefix, model, serial, self.options.friendly_names.get(serial)
+        )
+        return ReaderIdentity(serial=serial, firmware=firmware, model=model, root=root)
+
+    def _request(self, data: bytes) -> Message | None:
+        """Write a request of our own and wait for its response (never published)."""
+        request = parse_message(data)
+        done = threading.Event()
+        box: list[Message] = []
+        self._waiter = ((request.ref, request.command_id), done, box)
+        try:
+            self._write_message(data)
+            deadline = time.monotonic() + self.options.identify_timeout
+            while not done.wait(0.05):
+                if self.gone.is_set():
+                    raise ReaderGone
+                if self.stopping.is_set() or time.monotonic() > deadline:
+                    return None
+            return box[0]
+        finally:
+            self._waiter = None
+
+    def _connect_mqtt(self, identity: ReaderIdentity) -> None:
+        self.topics = ReaderTopics.for_root(identity.root)
+        self._log = self._log.bind(root=identity.root, serial=identity.serial)
+        self.connected_since = datetime.now(UTC)
+        o = self.options
+        self.link = MqttLink(
+            self._link_options,
+            client_id=f"{o.client_id_prefix}-{o.host_id}-{identity.model}-{identity.serial}",
+            name="reader",
+            will=self._status(STATUS_DISCONNECTED),
+            subscriptions=[(self.topics.send_command, 1)],
+            births=[self._status(STATUS_CONNECTED), self._info_publication(identity)],
+            on_message=self._on_command,
+            metrics=self._metrics,
+            log_context={"root": identity.root},
+        )
+        self._metrics.reader_connected.labels(identity.serial).set(1)
+        self._metrics.reader_info.labels(identity.serial, identity.model, identity.firmware).set(1)
+        self._log.info("reader_identified", model=identity.model, firmware=identity.firmware)
+        with self._publish_lock:
+            self.link.start()
+            early, self._early = self._early, []
+            for data, parsed in early:
+                self._publish_device_message(data, parsed)
+        if self._on_identified is not None:
+            self._on_identified(self)
+
+    def _status(self, payload: bytes) -> Publication:
+        assert self.topics is not None
+        return Publication(self.topics.status, payload, qos=self.options.qos_status, retain=True)
+
+    def _info_publication(self, identity: ReaderIdentity) -> Publication:
+        assert self.topics is not None
+        since = self.connected_since or datetime.now(UTC)
+        info = {
+            "model": identity.model,
+            "product": self.info.product,
+            "serial": identity.serial,
+            "firmware_id": identity.firmware,
+            "vendor_id": f"0x{self.info.vendor_id:04X}",
+            "product_id": f"0x{self.info.product_id:04X}",
+            "bridge_version": __version__,
+            "host_id": self.options.host_id,
+            "connected_since": since.isoformat(timespec="seconds"),
+            "root": identity.root,
+        }
+        return Publication(self.topics.info, json.dumps(info).encode(), qos=1, retain=True)
+
+    # -- device -> MQTT -----------------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        timeout = self.options.read_timeout
+        while not self.stopping.is_set():
+            self.read_heartbeat = time.monotonic()
+            try:
+                report = self.transport.read_report(timeout)
+            except (DeviceGoneError, TransportError) as exc:
+                if not self.stopping.is_set():
+                    self._log.warning("reader_unplugged", error=str(exc))
+                self.gone.set()
+                self.stop()
+                return
+            if report is None:
+                continue
+            self._metrics.report_in()
+            for event in self._reassembler.feed(report):
+                if isinstance(event, FrameDropped):
+                    self._metrics.framing_error(event.reason.value)
+                    self._log.warning("framing_error", reason=event.reason.value,
+                                      discarded_bytes=event.discarded_bytes)
+                else:
+                    self._on_device_message(event.message)
+
+    def _on_device_message(self, data: bytes) -> None:
+        try:
+            parsed: Message | None = parse_message(data)
+        except ProtocolError as exc:
+            # Still published: a consumer may understand what we do not; never lose data.
+            parsed = None
+            self._metrics.device_protocol_errors.labels(exc.reason).inc()
+            self._log.warning("device_message_malformed", reason=exc.reason, length=len(data))
+        if parsed is not None:
+            self._metrics.message("in", _type_label(parsed))
+            waiter = self._waiter
+            if (
+                waiter is not None
+                and parsed.message_type == MessageType.DEVICE_RESPONSE
+                and (parsed.ref, parsed.command_id) == waiter[0]
+            ):
+                waiter[2].append(parsed)
+                waiter[1].set()
+                return
+        with self._publish_lock:
+            if self.link is None:
+                self._early.append((data, parsed))
+                return
+            self._publish_device_message(data, parsed)
+
+    def _publish_device_message(self, data: bytes, parsed: Message | None) -> None:
+        assert self.link is not None and self.topics is not None and self.identity is not None
+        payload = data.hex().upper().encode("ascii")
+        properties: tuple[tuple[str, str], ...] = ()
+        if self.link.v5:
+            seq = self._next_seq(self.identity.serial)
+            properties = (("boot_id", self._boot_id), ("seq", str(seq)))
+        self.link.publish(self.topics.mms_message, payload, qos=self.options.qos_messages,
+                          user_properties=properties)
+        if parsed is None:
+            return
+        if self.options.log_messages:
+            self._log.debug("reader_message", **safe_summary(parsed))
+        if parsed.message_type == MessageType.DEVICE_RESPONSE:
+            self._match_response(parsed, payload)
+
+    def _match_response(self, response: Message, payload: bytes) -> None:
+        with self._pending_lock:
+            command = self._pending.pop((response.ref, response.command_id), None)
+        if command is None:
+            return
+        self._metrics.command_latency.observe(time.monotonic() - command.received_at)
+        if command.response_topic and self.link is not None:
+            self.link.publish(command.response_topic, payload, qos=1,
+                              correlation_data=command.correlation_data, kind="response")
+        self._response_seen.set()
+
+    # -- MQTT -> device -----------------------------------------------------------------------
+
+    def _on_command(self, inbound: InboundMessage) -> None:
+        result = validate_command(
+            inbound.payload,
+            max_size=self.options.max_message_size,
+            retained=inbound.retain,
+            received_at=inbound.received_at,
+            expiry_interval=inbound.expiry_interval,
+            response_topic=inbound.response_topic,
+            correlation_data=inbound.correlation_data,
+        )
+        if isinstance(result, Command) and (self.stopping.is_set() or self.gone.is_set()):
+            result = Rejection("reader_absent", "the reader is not connected")
+        if isinstance(result, Rejection):
+            self.reject(result, topic=inbound.topic, size=len(inbound.payload))
+            return
+        try:
+            self._commands.put_nowait(result)
+        except queue.Full:
+            self.reject(Rejection("busy", "too many commands waiting for this reader"),
+                        topic=inbound.topic, size=len(inbound.payload))
+            return
+        self._metrics.command_accepted()
+
+    def reject(self, rejection: Rejection, *, topic: str, size: int) -> None:
+        """Report a refused command on ``<root>/Error``, in the log and as a metric."""
+        self._metrics.command_rejected(rejection.reason)
+        self._log.warning("command_rejected", reason=rejection.reason, detail=rejection.detail,
+                          topic=topic, size=size)
+        if self.link is None or self.topics is None:
+            return
+        body = {
+            "error": "command_rejected",
+            "reason": rejection.reason,
+            "detail": rejection.detail,
+            "topic": topic,
+            "size": size,
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        }
+        self.link.publish(self.topics.error, json.dumps(body).encode(), qos=1, kind="error")
+
+    def _wake_writer(self) -> None:
+        try:
+            self._commands.put_nowait(_STOP)
+        except queue.Full:
+            pass  # the writer polls ``stopping`` anyway
+
+    def _write_loop(self) -> None:
+        while not self.stopping.is_set():
+            self.write_heartbeat = time.monotonic()
+            try:
+                item = self._commands.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if not isinstance(item, Command):
+                continue
+            if item.expired():
+                self.reject(Rejection("expired", "message expiry passed while queued"),
+                            topic="SendCommand", size=len(item.data))
+                continue
+            self._response_seen.clear()
+            with self._pending_lock:
+                self._pending[item.key] = item
+            try:
+                self._write_message(item.data)
+            except TransportError:
+                with self._pending_lock:
+                    self._pending.pop(item.key, None)
+                self.reject(Rejection("reader_absent", "the reader went away while writing"),
+                            topic="SendCommand", size=len(item.data))
+                continue
+            self._metrics.message("out", _type_label(item.message))
+            self._wait_for_response(item)
+
+    def _wait_for_response(self, command: Command) -> None:
+        deadline = time.monotonic() + self.options.command_timeout
+        while not self.stopping.is_set():
+            with self._pending_lock:
+                if command.key not in self._pending:
+                    return
+            if time.monotonic() >= deadline:
+                with self._pending_lock:
+                    self._pending.pop(command.key, None)
+                self._log.warning("command_timeout", command_id=f"{command.key[1]:04X}",
+                                  ref=command.key[0])
+                return
+            self._response_seen.wait(0.05)
+
+    def _write_message(self, data: bytes) -> None:
+        """Write one whole message; reports of two messages never interleave."""
+        reports = packetize(data, self.transport.report_len)
+        with self._write_lock:
+            for report in reports:
+                self.transport.write_report(report)
+        self._metrics.report_out(len(reports))
+
+
+class _IdentifyError(Exception):
+    pass
+
+
+_TYPE_LABELS: Final = {t: t.name.lower() for t in MessageType}
+
+
+def _type_label(message: Message) -> str:
+    return _TYPE_LABELS.get(message.message_type, "unknown")
+
+
+__all__ = ["ReaderIdentity", "ReaderSession", "SessionOptions"]
