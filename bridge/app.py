@@ -25,6 +25,7 @@ import structlog
 
 from bridge import __version__
 from bridge.config import Settings
+from bridge.http import OpsServer
 from bridge.metrics import Metrics
 from bridge.mqtt.link import LinkOptions, MqttLink, Publication, TlsOptions
 from bridge.mqtt.topics import BridgeTopics
@@ -33,6 +34,10 @@ from bridge.supervisor import Supervisor
 from bridge.transport import Backend, get_backend
 
 _log = structlog.get_logger("bridge.app")
+
+# A loop that has not turned for this long is stuck (read loops turn every read_timeout,
+# the scan loop every scan_interval).
+STUCK_AFTER: Final = 5.0
 
 ONLINE: Final = b"online"
 OFFLINE: Final = b"offline"
@@ -122,7 +127,45 @@ class BridgeApp:
                     self._info_publication()],
             metrics=self.metrics,
         )
+        self.ops: OpsServer | None = None
+        if settings.metrics.enabled:
+            self.ops = OpsServer(self.metrics, liveness=self.liveness, readiness=self.readiness,
+                                 address=settings.metrics.address, port=settings.metrics.port)
         self._stopped = False
+
+    # -- health -------------------------------------------------------------------------------
+
+    def liveness(self) -> tuple[bool, dict[str, object]]:
+        """Are the loops turning? (``/healthz``, and the systemd watchdog.)"""
+        now = time.monotonic()
+        stuck: list[str] = []
+        scan_limit = STUCK_AFTER + 2 * self.settings.readers.scan_interval
+        if now - self.supervisor.heartbeat > scan_limit:
+            stuck.append("reader-scan")
+        for session in self.supervisor.sessions():
+            if session.alive and not session.stopping.is_set() and (
+                    now - session.read_heartbeat > STUCK_AFTER):
+                stuck.append(f"hid-read[{session.info.path}]")
+        if not self.link.thread_alive():
+            stuck.append("mqtt")
+        return (not stuck), {"stuck": stuck}
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        """MQTT connected and every expected reader open? (``/readyz``)"""
+        reasons: list[str] = []
+        if not self.link.connected.is_set():
+            reasons.append(f"mqtt: {self.link.last_error or 'not connected'}")
+        open_serials: list[str] = []
+        for session in self.supervisor.sessions():
+            if session.identity is None or not session.alive:
+                continue
+            open_serials.append(session.identity.serial)
+            if session.link is not None and not session.link.connected.is_set():
+                reasons.append(f"reader {session.identity.serial}: mqtt not connected")
+        missing = sorted(set(self.settings.readers.expected) - set(open_serials))
+        if missing:
+            reasons.append(f"expected readers not open: {', '.join(missing)}")
+        return (not reasons), {"reasons": reasons, "readers": sorted(open_serials)}
 
     def _info_publication(self) -> Publication:
         roots = self.supervisor.connected_roots()
@@ -147,6 +190,8 @@ class BridgeApp:
         _log.info("bridge_starting", version=__version__, host_id=self.settings.topics.host_id,
                   broker=f"{self.settings.mqtt.host}:{self.settings.mqtt.port}",
                   backend=getattr(self.backend, "name", "?"))
+        if self.ops is not None:
+            self.ops.start()
         self.link.start()
         self.supervisor.start()
 
@@ -157,6 +202,8 @@ class BridgeApp:
         _log.info("bridge_stopping")
         self.supervisor.stop()
         self.link.stop(final=[Publication(self.topics.status, OFFLINE, qos=1, retain=True)])
+        if self.ops is not None:
+            self.ops.stop()
         _log.info("bridge_stopped")
 
     def run(self, stop: threading.Event) -> int:

@@ -8,6 +8,7 @@ bounded: reader labels are serials of attached readers, reasons come from closed
 from __future__ import annotations
 
 from prometheus_client import (
+    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -16,6 +17,7 @@ from prometheus_client import (
     Info,
     PlatformCollector,
     ProcessCollector,
+    generate_latest,
 )
 
 _NS = "magtek_bridge"
@@ -120,6 +122,10 @@ class Metrics:
 
     def command_rejected(self, reason: str) -> None:
         self.commands.labels("rejected", reason).inc()
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type, for ``/metrics``."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
 __all__ = ["CollectorRegistry", "Metrics"]

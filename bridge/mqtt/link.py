@@ -189,6 +189,11 @@ class MqttLink:
             self.connected.clear()
             self._gauge(-1)
 
+    def thread_alive(self) -> bool:
+        """Is paho's network thread running (it retries connecting by itself)?"""
+        thread = self._client._thread  # noqa: SLF001 - paho exposes no accessor
+        return thread is not None and thread.is_alive()
+
     def wait_ready(self, timeout: float) -> bool:
         return self.ready.wait(timeout)
 
