@@ -29,6 +29,7 @@ from bridge.http import OpsServer
 from bridge.metrics import Metrics
 from bridge.mqtt.link import LinkOptions, MqttLink, Publication, TlsOptions
 from bridge.mqtt.topics import BridgeTopics
+from bridge.sdnotify import SystemdNotifier, watchdog_interval
 from bridge.session import SessionOptions
 from bridge.supervisor import Supervisor
 from bridge.transport import Backend, get_backend
@@ -206,13 +207,28 @@ class BridgeApp:
             self.ops.stop()
         _log.info("bridge_stopped")
 
-    def run(self, stop: threading.Event) -> int:
-        """Start, wait for ``stop``, shut down; the process exit code."""
+    def run(self, stop: threading.Event, notifier: SystemdNotifier | None = None) -> int:
+        """Start, wait for ``stop``, shut down; the process exit code.
+
+        Under systemd (``Type=notify``): ``READY=1`` once started, ``WATCHDOG=1`` at half the
+        watchdog interval but only while ``liveness()`` holds, so a stuck reader or MQTT loop
+        stops the pings and systemd restarts us; ``STOPPING=1`` on the way out.
+        """
+        notifier = notifier if notifier is not None else SystemdNotifier()
+        interval = watchdog_interval()
+        tick = min(1.0, interval / 2) if interval else 1.0
         self.start()
+        notifier.notify("READY=1", "STATUS=bridging readers to MQTT")
         try:
-            while not stop.wait(1.0):
-                pass
+            while not stop.wait(tick):
+                if interval:
+                    alive, details = self.liveness()
+                    if alive:
+                        notifier.notify("WATCHDOG=1")
+                    else:
+                        _log.error("watchdog_withheld", stuck=details.get("stuck"))
         finally:
+            notifier.notify("STOPPING=1")
             self.stop()
         return 0
 
