@@ -25,6 +25,7 @@ from bridge.mms.commands import (
     show_qr_code,
     start_transaction,
 )
+from bridge.mms.commandtext import normalize_command_hex
 from bridge.mms.messages import (
     Message,
     MessageError,
@@ -33,7 +34,6 @@ from bridge.mms.messages import (
     build_notification,
     build_request,
     build_response,
-    normalize_command_hex,
     parse_message,
 )
 from bridge.mms.names import (

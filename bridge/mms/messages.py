@@ -8,13 +8,18 @@ exact bytes that were parsed.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
 from bridge.errors import ProtocolError
-from bridge.mms.names import detail_name, summary_name
+from bridge.mms.names import (
+    command_name,
+    detail_name,
+    notification_detail_name,
+    notification_name,
+    summary_name,
+)
 from bridge.mms.tlv import Tlv, TlvError, decode_tlvs, encode_tlvs
 
 START_BYTE: Final = 0xAA
@@ -39,12 +44,7 @@ STATUS_LENGTH: Final = 4
 ID_ECHO_LENGTH: Final = 2
 """The payload starts with the 2-byte command or notification id (PROTOCOL.md §3.4)."""
 
-SENDCOMMAND_PREFIX: Final = "SENDCOMMAND,"
-"""The demo scripts' verb (PROTOCOL.md §7); stripped before anything else."""
-
 _FORCED_LONG_FORM: Final = 2  # 84 82 LL LL, the device's own layout (PROTOCOL.md §3.4)
-_NOT_HEX: Final = re.compile(r"[^0-9A-Fa-f]")
-_WHITESPACE: Final = re.compile(r"\s+")
 _OK_LIMIT: Final = 0x80  # summaries below 0x80 are successes (PROTOCOL.md §3.3)
 _TRUNCATION_REASONS: Final = frozenset({"truncated_tag", "truncated_length", "length_past_end"})
 
@@ -54,7 +54,7 @@ class MessageError(ProtocolError, ValueError):
 
     Reasons: ``empty``, ``no_start_byte``, ``bad_version``, ``truncated``, ``bad_tlv``,
     ``bad_message_info``, ``unknown_type``, ``bad_status``, ``bad_argument``, and for
-    command text ``not_hex``, ``odd_length``.
+    command text (:mod:`bridge.mms.commandtext`) ``not_hex``, ``odd_length``.
     """
 
 
@@ -77,10 +77,12 @@ class MessageType(IntEnum):
 
     @property
     def is_response(self) -> bool:
+        """Whether this is a response type (02 or 82)."""
         return self in (MessageType.HOST_RESPONSE, MessageType.DEVICE_RESPONSE)
 
     @property
     def is_notification(self) -> bool:
+        """Whether this is a notification type (03 or 83)."""
         return self in (MessageType.HOST_NOTIFICATION, MessageType.DEVICE_NOTIFICATION)
 
 
@@ -118,10 +120,12 @@ class OperationStatus:
 
     @property
     def summary_name(self) -> str:
+        """The summary byte's meaning, e.g. ``"OK, started"``."""
         return summary_name(self.summary)
 
     @property
     def detail_name(self) -> str:
+        """The detail code's meaning, e.g. ``"device state: no transaction"``."""
         return detail_name(self.detail)
 
     def __str__(self) -> str:
@@ -172,10 +176,12 @@ class Message:
 
     @property
     def is_response(self) -> bool:
+        """Whether tag 81 says response (tag 82 is then an operation status)."""
         return self.message_type.is_response
 
     @property
     def is_notification(self) -> bool:
+        """Whether tag 81 says notification (tag 82 is then a notification detail)."""
         return self.message_type.is_notification
 
 
@@ -318,32 +324,6 @@ def build_notification(
                          payload=payload, long_payload=long_payload, version=version)
 
 
-def normalize_command_hex(text: str) -> bytes:
-    """Turn command text into message bytes.
-
-    Accepts hex in any case with any whitespace, optionally prefixed by ``SENDCOMMAND,``
-    (any case). The prefix is stripped first: its letters A, C, D, E are hex digits and
-    would otherwise survive as garbage (PROTOCOL.md §7).
-
-    Raises:
-        MessageError: reason ``empty``, ``not_hex`` (offset = index in the cleaned text) or
-            ``odd_length``.
-    """
-    stripped = text.strip()
-    if stripped[: len(SENDCOMMAND_PREFIX)].upper() == SENDCOMMAND_PREFIX:
-        stripped = stripped[len(SENDCOMMAND_PREFIX) :]
-    cleaned = _WHITESPACE.sub("", stripped)
-    if not cleaned:
-        raise MessageError("no hex digits", reason="empty")
-    bad = _NOT_HEX.search(cleaned)
-    if bad is not None:
-        raise MessageError(f"character {bad.group()!r} is not hex", reason="not_hex",
-                           offset=bad.start())
-    if len(cleaned) % 2:
-        raise MessageError(f"{len(cleaned)} hex digits is an odd number", reason="odd_length")
-    return bytes.fromhex(cleaned)
-
-
 def _build_device(message_type: MessageType, message_id: int, ref: int, status: bytes, *,
                   payload: bytes | None, long_payload: bool, version: int) -> bytes:
     _check_byte("ref", ref)
@@ -379,6 +359,8 @@ __all__ = [
     "build_notification",
     "build_request",
     "build_response",
-    "normalize_command_hex",
+    "command_name",
+    "notification_detail_name",
+    "notification_name",
     "parse_message",
 ]

@@ -83,13 +83,7 @@ def describe_dict(message: Message, *, mask: bool = True) -> dict[str, object]:
     known_property = _known_property(message)
     if known_property is not None:
         out["property"] = known_property
-    hide_payload = mask and _payload_masked(message)
-    allow_long = not mask or known_property is not None
-    out["tlvs"] = [
-        _payload_node(item, hide_payload, mask, allow_long) if item.tag == _PAYLOAD_TAG
-        else _node(item, mask, allow_long=False, depth=0)
-        for item in message.tlvs
-    ]
+    out["tlvs"] = _tree(message, mask, known=known_property is not None)
     return out
 
 
@@ -99,11 +93,10 @@ def describe(message: Message, *, mask: bool = True) -> str:
     For example ``device response B5 D101 Get Property: 00 000000 (OK, done; all good)
     property 2.2.1.1.1.1 Device Serial Number | 81[4]=82B5D101 ...``.
     """
-    info = describe_dict(message, mask=mask)
     words = [message.message_type.name.lower().replace("_", " ")]
     if not message.message_type.is_notification:
         words.append(f"{message.ref:02X}")
-    words.append(f"{message.command_id:04X} {info['name']}")
+    words.append(f"{message.command_id:04X} {_id_name(message)}")
     line = " ".join(words)
     if message.status is not None:
         line += f": {message.status}"
@@ -112,11 +105,10 @@ def describe(message: Message, *, mask: bool = True) -> str:
         line += f": {detail.hex().upper()} ({notification_detail_name(message.command_id, detail)})"
     if message.file_type is not None:
         line += f" file type {message.file_type.hex().upper()}"
-    prop = info.get("property")
-    if isinstance(prop, dict):
+    prop = _known_property(message)
+    if prop is not None:
         line += f" property {prop['path']} {prop['name']}"
-    nodes = info["tlvs"]
-    assert isinstance(nodes, list)
+    nodes = _tree(message, mask, known=prop is not None)
     return line + " | " + " ".join(_render(node) for node in nodes)
 
 
@@ -177,6 +169,17 @@ def _known_property(message: Message) -> dict[str, object] | None:
         if text is not None:
             out["text"] = text
     return out
+
+
+def _tree(message: Message, mask: bool, *, known: bool) -> list[Node]:
+    """Every top-level TLV rendered; ``known`` = a named property, whose values may be long."""
+    hide_payload = mask and _payload_masked(message)
+    allow_long = not mask or known
+    return [
+        _payload_node(item, hide_payload, mask, allow_long) if item.tag == _PAYLOAD_TAG
+        else _node(item, mask, allow_long=False, depth=0)
+        for item in message.tlvs
+    ]
 
 
 def _payload_node(item: Tlv, hide: bool, mask: bool, allow_long: bool) -> Node:

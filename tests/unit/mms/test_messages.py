@@ -8,6 +8,7 @@ import random
 import pytest
 
 from bridge.errors import ProtocolError
+from bridge.mms.commandtext import normalize_command_hex
 from bridge.mms.messages import (
     MessageError,
     MessageType,
@@ -15,7 +16,6 @@ from bridge.mms.messages import (
     build_notification,
     build_request,
     build_response,
-    normalize_command_hex,
     parse_message,
 )
 from bridge.mms.tlv import TlvError, decode_tlvs
