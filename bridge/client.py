@@ -14,8 +14,15 @@ import time
 from typing import Final, TextIO
 
 from bridge.errors import ProtocolError
-from bridge.mms import Message, MessageType, command_by_name, describe, describe_dict
-from bridge.mms import normalize_command_hex, parse_message
+from bridge.mms import (
+    Message,
+    MessageType,
+    command_by_name,
+    describe,
+    describe_dict,
+    normalize_command_hex,
+    parse_message,
+)
 from bridge.mqtt.link import InboundMessage, LinkOptions, MqttLink
 from bridge.mqtt.topics import ReaderTopics, device_list_wildcard
 

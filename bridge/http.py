@@ -44,7 +44,7 @@ class OpsServer:
         class Handler(BaseHTTPRequestHandler):
             server_version = "magtek-bridge"
 
-            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_GET(self) -> None:
                 route = routes.get(self.path.split("?", 1)[0])
                 if route is None:
                     status, body, ctype = 404, b'{"error": "not found"}\n', "application/json"
@@ -56,7 +56,7 @@ class OpsServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 return  # scrapes every few seconds would flood the log
 
         self._server = ThreadingHTTPServer((address, port), Handler)

@@ -11,6 +11,7 @@ Paho's own thread validates inbound commands and queues them (bounded) for the w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import threading
@@ -395,10 +396,9 @@ class ReaderSession:
         self.link.publish(self.topics.error, json.dumps(body).encode(), qos=1, kind="error")
 
     def _wake_writer(self) -> None:
-        try:
+        # When the queue is full the writer is busy and polls ``stopping`` anyway.
+        with contextlib.suppress(queue.Full):
             self._commands.put_nowait(_STOP)
-        except queue.Full:
-            pass  # the writer polls ``stopping`` anyway
 
     def _write_loop(self) -> None:
         while not self.stopping.is_set():

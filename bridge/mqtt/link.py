@@ -169,7 +169,9 @@ class MqttLink:
         )
         self._client.loop_start()
 
-    def stop(self, final: Sequence[Publication] = (), timeout: float = STOP_PUBLISH_TIMEOUT) -> None:
+    def stop(
+        self, final: Sequence[Publication] = (), timeout: float = STOP_PUBLISH_TIMEOUT
+    ) -> None:
         """Publish ``final`` (if connected), disconnect cleanly (no will), stop the thread."""
         self._stopping = True
         deadline = time.monotonic() + timeout
@@ -191,7 +193,7 @@ class MqttLink:
 
     def thread_alive(self) -> bool:
         """Is paho's network thread running (it retries connecting by itself)?"""
-        thread = self._client._thread  # noqa: SLF001 - paho exposes no accessor
+        thread = self._client._thread
         return thread is not None and thread.is_alive()
 
     def wait_ready(self, timeout: float) -> bool:
