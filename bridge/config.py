@@ -1,0 +1,260 @@
+"""Configuration: one validated model from a TOML file, the environment and CLI overrides.
+
+The only importer of ``pydantic_settings``. Precedence: CLI overrides > environment
+(``MAGTEK_BRIDGE_<SECTION>__<KEY>``) > TOML file > defaults. Secrets come from files or the
+environment, never the command line, and never appear in a repr. Every error names the key
+(dotted, ``mqtt.port``) or the file, and the reason; the CLI turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from bridge.errors import ConfigError
+from bridge.mqtt.topics import validate_prefix
+
+DEFAULT_CONFIG_PATH: Final = Path("/etc/magtek-bridge/config.toml")
+ENV_PREFIX: Final = "MAGTEK_BRIDGE_"
+CONFIG_ENV: Final = "MAGTEK_BRIDGE_CONFIG"
+_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+
+
+def _default_host_id() -> str:
+    return re.sub(r"[^0-9A-Za-z-]", "", socket.gethostname()) or "bridge"
+
+
+def _read_secret(path: Path | None, key: str) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from exc
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsSettings(_Section):
+    enabled: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    key_password_file: Path | None = None
+    check_hostname: bool = True
+
+    def key_password_value(self) -> str | None:
+        return _read_secret(self.key_password_file, "mqtt.tls.key_password_file")
+
+
+class MqttSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    protocol: Literal["5", "3.1.1"] = "5"
+    client_id_prefix: str = Field(default="magtek-bridge", min_length=1, max_length=40)
+    keepalive: int = Field(default=30, ge=5, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    qos_messages: int = Field(default=1, ge=0, le=2)
+    qos_status: int = Field(default=1, ge=0, le=2)
+    reconnect_min_delay: float = Field(default=0.5, gt=0)
+    reconnect_max_delay: float = Field(default=10.0, gt=0)
+    require_tls: bool = False
+    tls: TlsSettings = TlsSettings()
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol_text(cls, value: Any) -> Any:
+        # TOML/env may give 5 as a number; "311" and "3.1.1" both mean MQTT 3.1.1.
+        text = str(value)
+        return "3.1.1" if text in ("311", "3.1.1", "4") else text
+
+    def password_value(self) -> str | None:
+        if self.password is not None:
+            return self.password.get_secret_value()
+        return _read_secret(self.password_file, "mqtt.password_file")
+
+
+class TopicsSettings(_Section):
+    prefix: str = "MagTek/Device/"
+    bridge_prefix: str = "MagTek/Bridge/"
+    host_id: str = Field(default_factory=_default_host_id, pattern=r"^[0-9A-Za-z-]{1,64}$")
+    friendly_names: dict[str, str] = {}
+
+    @field_validator("prefix", "bridge_prefix")
+    @classmethod
+    def _clean_prefix(cls, value: str) -> str:
+        return validate_prefix(value)
+
+
+class ReadersSettings(_Section):
+    backend: Literal["hid", "simulated"] = "hid"
+    simulate: int = Field(default=0, ge=0, le=64)
+    scan_interval: float = Field(default=1.0, gt=0, le=60)
+    read_timeout: float = Field(default=0.05, gt=0, le=5)
+    max_message_size: int = Field(default=1 << 20, ge=64, le=3_997_756)
+    command_timeout: float = Field(default=5.0, gt=0)
+    identify_timeout: float = Field(default=2.0, gt=0)
+    expected: list[str] = []
+
+
+class LoggingSettings(_Section):
+    level: str = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.lower() not in _LEVELS:
+            raise ValueError(f"must be one of {', '.join(_LEVELS)}")
+        return value.lower()
+
+
+class MetricsSettings(_Section):
+    enabled: bool = True
+    address: str = "127.0.0.1"
+    port: int = Field(default=9108, ge=0, le=65535)
+
+
+class Settings(BaseSettings):
+    """Everything the bridge reads from its configuration; sections mirror the TOML file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True,
+    )
+
+    mqtt: MqttSettings = MqttSettings()
+    topics: TopicsSettings = TopicsSettings()
+    readers: ReadersSettings = ReadersSettings()
+    logging: LoggingSettings = LoggingSettings()
+    metrics: MetricsSettings = MetricsSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_data, environ = _SOURCES.get()
+        return (
+            init_settings,
+            _MappingEnvSource(settings_cls, environ),
+            InitSettingsSource(settings_cls, toml_data),
+        )
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """The standard env source, reading an injected mapping (tests) or ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = {k: v for k, v in environ.items() if k.upper() != CONFIG_ENV}
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {k.lower(): v for k, v in self._environ.items()}
+
+
+
+_SOURCES: ContextVar[tuple[dict[str, Any], Mapping[str, str]]] = ContextVar("_SOURCES")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+
+
+def load_settings(
+    config_path: str | os.PathLike[str] | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Load and validate the configuration.
+
+    Args:
+        config_path: a file that must exist; ``None`` means ``$MAGTEK_BRIDGE_CONFIG`` (must
+            exist too) or the default path (may be missing: defaults + environment).
+        overrides: nested dict from the command line, highest precedence.
+        environ: the environment to read (defaults to ``os.environ``).
+
+    Raises:
+        ConfigError: naming the file and every bad key with its reason.
+    """
+    env = dict(os.environ if environ is None else environ)
+    explicit = config_path if config_path is not None else env.get(CONFIG_ENV)
+    path = Path(explicit) if explicit else DEFAULT_CONFIG_PATH
+    if path.is_file():
+        toml_data = _read_toml(path)
+    elif explicit:
+        raise ConfigError(f"config file {path} does not exist")
+    else:
+        toml_data = {}
+    token = _SOURCES.set((toml_data, env))
+    try:
+        settings = Settings(**dict(overrides or {}))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        where = f" (file {path})" if toml_data else ""
+        raise ConfigError(f"invalid configuration{where}: {problems}") from None
+    finally:
+        _SOURCES.reset(token)
+    _check_files(settings)
+    return settings
+
+
+def _check_files(settings: Settings) -> None:
+    tls = settings.mqtt.tls
+    if settings.mqtt.require_tls and not tls.enabled:
+        raise ConfigError("mqtt.require_tls: TLS is required but mqtt.tls.enabled is false")
+    if tls.enabled:
+        for key in ("ca_file", "cert_file", "key_file", "key_password_file"):
+            value = getattr(tls, key)
+            if value is not None and not Path(value).is_file():
+                raise ConfigError(f"mqtt.tls.{key}: file {value} does not exist")
+        if (tls.cert_file is None) != (tls.key_file is None):
+            raise ConfigError("mqtt.tls.cert_file and mqtt.tls.key_file go together")
+    if settings.mqtt.password_file is not None:
+        _read_secret(settings.mqtt.password_file, "mqtt.password_file")
+    if settings.mqtt.reconnect_max_delay < settings.mqtt.reconnect_min_delay:
+        raise ConfigError("mqtt.reconnect_max_delay: must not be below reconnect_min_delay")
+
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "LoggingSettings",
+    "MetricsSettings",
+    "MqttSettings",
+    "ReadersSettings",
+    "Settings",
+    "TlsSettings",
+    "TopicsSettings",
+    "load_settings",
+]
