@@ -39,7 +39,9 @@ class TransportTimeoutError(TransportError, TimeoutError):
 class ProtocolError(BridgeError):
     """Bytes that do not follow the MMS protocol."""
 
-    def __init__(self, message: str, *, reason: str = "malformed", offset: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, reason: str = "malformed", offset: int | None = None
+    ) -> None:
         super().__init__(message if offset is None else f"{message} (at offset {offset})")
         self.reason = reason
         self.offset = offset

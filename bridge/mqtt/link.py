@@ -219,7 +219,7 @@ class MqttLink:
         """Queue one publish; paho keeps QoS>0 messages across a reconnect."""
         properties: Properties | None = None
         if self.v5 and (user_properties or correlation_data is not None):
-            properties = Properties(PacketTypes.PUBLISH)
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             if user_properties:
                 properties.UserProperty = list(user_properties)
             if correlation_data is not None:
@@ -320,7 +320,7 @@ class MqttLink:
         expiry = getattr(props, "MessageExpiryInterval", None) if props is not None else None
         inbound = InboundMessage(
             topic=message.topic,
-            payload=message.payload,
+            payload=bytes(message.payload),
             retain=bool(message.retain),
             qos=message.qos,
             received_at=time.monotonic(),

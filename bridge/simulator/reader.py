@@ -1,0 +1,348 @@
+"""A simulated DynaFlex II that speaks only HID reports (PROTOCOL.md §10).
+
+Transport-agnostic: the host side calls ``handle_host_report`` and ``next_device_report``.
+Timed behaviour (card auto-present, transaction timeout, reset re-enumeration, buzzer done)
+sits on a time-ordered heap that is processed whenever the reader is touched, so no thread
+per reader is needed. Simulator choices for statuses PROTOCOL.md leaves unconfirmed (§3.3):
+unknown command ``80 01 01 13``, bad payload or non-request ``80 01 01 02``, unknown property
+``80 02 01 02``, cancel without a transaction ``80 02 03 04``, start while running
+``80 02 03 08``. Reports that do not reassemble, and messages that do not parse, are dropped
+silently, as a device would.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Final
+
+from bridge.errors import DeviceGoneError, ProtocolError
+from bridge.mms import (
+    Message,
+    MessageReceived,
+    MessageType,
+    Reassembler,
+    build_response,
+    decode_tlvs,
+    packetize,
+    parse_message,
+    property_response,
+    read_property,
+)
+from bridge.simulator.cards import CardKind, card_flow, notification, prompt
+
+REPORT_INTERVAL: Final = 0.001  # USB full speed: one 64-byte report per 1 ms frame (§2)
+MAX_QUEUED_REPORTS: Final = 1 << 16  # ~4 MB of reports; a real device would stall instead
+AUTO_PRESENT_DELAY: Final = 0.05
+RESET_UNPLUG_DELAY: Final = 0.05  # §3.6: the device resets within 500 ms
+RESET_REPLUG_DELAY: Final = 0.3
+_HOST_LOG_LIMIT: Final = 10_000
+
+_SERIAL_PATH: Final = (2, 2, 1, 1, 1, 1)
+_FIRMWARE_PATH: Final = (2, 1, 2, 2, 2, 2)
+_CAPABILITIES_PATH: Final = (2, 2, 1, 1, 1, 2)
+_HARDWARE_PATH: Final = (2, 2, 1, 1, 1, 3)
+_USER_EVENTS_PATH: Final = (1, 2, 7, 1, 2, 1)
+
+OK: Final = (0x00, 0x000000)
+STARTED: Final = (0x01, 0x000000)
+UNKNOWN_COMMAND: Final = (0x80, 0x010113)
+BAD_PAYLOAD: Final = (0x80, 0x010102)
+UNKNOWN_PROPERTY: Final = (0x80, 0x020102)
+NO_TRANSACTION: Final = (0x80, 0x020304)
+TRANSACTION_RUNNING: Final = (0x80, 0x020308)
+
+
+def _padded(text: str, size: int) -> bytes:
+    return text.encode()[:size].ljust(size, b"\x00")
+
+
+class SimulatedReader:
+    """One simulated reader.
+
+    Args:
+        serial: 7 hex digits (sent as 4 bytes with a trailing 0 nibble, §4).
+        firmware_id: ASCII main firmware version.
+        paced: release at most one report per millisecond, like USB full speed.
+        auto_present: card presented by itself shortly after a transaction starts, or None.
+        report_len: HID report length.
+    """
+
+    def __init__(self, serial: str = "B123456", *, firmware_id: str = "1000007183-A1-PCI",
+                 paced: bool = False, auto_present: CardKind | None = "tap",
+                 report_len: int = 64) -> None:
+        self.serial = serial.upper()
+        self.firmware_id = firmware_id
+        self.paced = paced
+        self.auto_present = auto_present
+        self.report_len = report_len
+        self.plugged = True
+        self.generation = 0  # bumped on every replug: old transports stay dead
+        self.host_messages: deque[bytes] = deque(maxlen=_HOST_LOG_LIMIT)
+        self.dropped_reports = 0
+        self.user_events = b"\x00\x00\x00\x00"
+        self._reassembler = Reassembler(report_len=report_len)
+        self._out: deque[bytes] = deque()
+        self._cond = threading.Condition()
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timer_seq = itertools.count()
+        self._next_slot = 0.0
+        self._transaction = False
+        self._transaction_id = 0
+
+    # -- host side --------------------------------------------------------------------------
+
+    def handle_host_report(self, report: bytes, generation: int | None = None) -> None:
+        """One report written by the host. Raises DeviceGoneError while unplugged."""
+        with self._cond:
+            self._check_present(generation)
+            self._run_timers()
+            for event in self._reassembler.feed(report):
+                if isinstance(event, MessageReceived):
+                    self._handle_message(event.message)
+
+    def next_device_report(self, timeout: float, generation: int | None = None) -> bytes | None:
+        """The next report for the host, or None after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                self._check_present(generation)
+                now = self._run_timers()
+                wake = deadline
+                if self._out:
+                    if not self.paced or now >= self._next_slot:
+                        self._next_slot = max(now, self._next_slot) + REPORT_INTERVAL
+                        report = self._out.popleft()
+                        self._cond.notify_all()
+                        return report
+                    wake = min(wake, self._next_slot)
+                if self._timers:
+                    wake = min(wake, self._timers[0][0])
+                if now >= deadline:
+                    return None
+                self._cond.wait(max(0.0, wake - now))
+
+    def poll(self) -> None:
+        """Run due timers (the bus calls this when it enumerates)."""
+        with self._cond:
+            self._run_timers()
+
+    # -- test and scenario controls ---------------------------------------------------------
+
+    def emit_message(self, message: bytes) -> None:
+        """Queue a whole device message, packetized (multi-report when long)."""
+        with self._cond:
+            self._queue(message)
+
+    def emit_raw_report(self, report: bytes) -> None:
+        """Queue one report as is (fault injection)."""
+        with self._cond:
+            self._out.append(bytes(report))
+            self._cond.notify_all()
+
+    def present_card(self, kind: CardKind = "tap") -> bool:
+        """Present a card; returns False when no transaction is waiting for one."""
+        with self._cond:
+            if not self._transaction:
+                return False
+            for message in card_flow(kind, self.serial):
+                self._queue(message)
+            self._transaction = False
+            return True
+
+    def unplug(self) -> None:
+        with self._cond:
+            self.plugged = False
+            self._out.clear()
+            self._reassembler.reset()
+            self._transaction = False
+            self._cond.notify_all()
+
+    def replug(self, power_up_notification: bool = False) -> None:
+        with self._cond:
+            self.plugged = True
+            self.generation += 1
+            self._next_slot = 0.0
+            if power_up_notification:
+                self._queue(notification(0x1001, "00000000",
+                                         payload=bytes.fromhex("810102820100")))
+            self._cond.notify_all()
+
+    # -- internals (caller holds the lock) --------------------------------------------------
+
+    def _check_present(self, generation: int | None) -> None:
+        if not self.plugged or (generation is not None and generation != self.generation):
+            raise DeviceGoneError(f"simulated reader {self.serial} is unplugged")
+
+    def _queue(self, message: bytes) -> None:
+        reports = packetize(message, self.report_len)
+        if len(self._out) + len(reports) > MAX_QUEUED_REPORTS:
+            self.dropped_reports += len(reports)
+            return
+        self._out.extend(reports)
+        self._cond.notify_all()
+
+    def _later(self, delay: float, action: Callable[[], None]) -> None:
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_seq), action))
+        self._cond.notify_all()
+
+    def _run_timers(self) -> float:
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, action = heapq.heappop(self._timers)
+            action()
+        return now
+
+    def _respond(self, request: Message, status: tuple[int, int],
+                 payload: bytes | None = None) -> None:
+        self._queue(build_response(request.command_id, request.ref, status, payload))
+
+    def _handle_message(self, data: bytes) -> None:
+        self.host_messages.append(data)
+        try:
+            request = parse_message(data)
+        except ProtocolError:
+            return  # not even a message: a device ignores it
+        if request.message_type not in (MessageType.HOST_REQUEST, MessageType.HOST_FILE):
+            self._respond(request, BAD_PAYLOAD)
+            return
+        handler = _HANDLERS.get(request.command_id)
+        if handler is None:
+            self._respond(request, UNKNOWN_COMMAND)
+            return
+        handler(self, request)
+
+    def _get_property(self, request: Message) -> None:
+        try:
+            path = read_property(request).path
+        except ProtocolError:
+            self._respond(request, BAD_PAYLOAD)
+            return
+        values: dict[tuple[int, ...], bytes] = {
+            _SERIAL_PATH: bytes.fromhex(self.serial + "0"),
+            _FIRMWARE_PATH: _padded(self.firmware_id, 19),
+            _CAPABILITIES_PATH: _padded("V=1,SC=1,SR=1,UDE=0,CE=2,CLE=2,BT=0,WF=0", 64),
+            _HARDWARE_PATH: _padded("41PCI450A0", 16),
+            _USER_EVENTS_PATH: self.user_events,
+        }
+        value = values.get(path)
+        if value is None:
+            self._respond(request, UNKNOWN_PROPERTY)
+            return
+        self._queue(property_response(request, value))
+
+    def _set_property(self, request: Message) -> None:
+        try:
+            prop = read_property(request)
+        except ProtocolError:
+            self._respond(request, BAD_PAYLOAD)
+            return
+        if prop.path != _USER_EVENTS_PATH or len(prop.value) != 4:
+            self._respond(request, UNKNOWN_PROPERTY)
+            return
+        self.user_events = prop.value
+        self._queue(property_response(request, prop.value))
+
+    def _start_transaction(self, request: Message) -> None:
+        if self._transaction:
+            self._respond(request, TRANSACTION_RUNNING)
+            return
+        try:
+            items = {t.tag_hex: t.value for t in decode_tlvs(request.payload or b"", offset=2)}
+        except ProtocolError:
+            self._respond(request, BAD_PAYLOAD)
+            return
+        timeout = items.get("82", b"\x3c")
+        self._transaction = True
+        self._transaction_id += 1
+        ident = self._transaction_id
+        self._respond(request, STARTED)
+        self._queue(prompt("PRESENT CARD", "02010200"))
+        if timeout and timeout[0]:
+            self._later(timeout[0], lambda: self._time_out(ident))
+        if self.auto_present is not None:
+            kind = self.auto_present
+            self._later(AUTO_PRESENT_DELAY, lambda: self._auto_present(ident, kind))
+
+    def _auto_present(self, ident: int, kind: CardKind) -> None:
+        if self._transaction and self._transaction_id == ident:
+            for message in card_flow(kind, self.serial):
+                self._queue(message)
+            self._transaction = False
+
+    def _time_out(self, ident: int) -> None:
+        if self._transaction and self._transaction_id == ident:
+            self._transaction = False
+            self._queue(notification(0x0105, "00010000"))
+
+    def _cancel(self, request: Message) -> None:
+        if not self._transaction:
+            self._respond(request, NO_TRANSACTION)
+            return
+        self._transaction = False
+        self._respond(request, OK)
+        self._queue(notification(0x0105, "00030100"))
+
+    def _reset(self, request: Message) -> None:
+        self._respond(request, OK)
+        self._queue(notification(0x1001, "00030000"))
+        # Let the host read the response before the device drops off the bus (§5, §10).
+        self._later(RESET_UNPLUG_DELAY, self._reset_unplug)
+
+    def _reset_unplug(self) -> None:
+        if not self._out:
+            self.unplug()
+            self._later(RESET_REPLUG_DELAY, lambda: self.replug(power_up_notification=True))
+        else:
+            self._later(RESET_UNPLUG_DELAY, self._reset_unplug)
+
+    def _buzzer(self, request: Message) -> None:
+        self._respond(request, STARTED)
+        self._later(0.01, lambda: self._queue(notification(0x1805, "05040100")))
+
+    def _display(self, request: Message) -> None:
+        self._respond(request, OK)
+
+    def _get_file(self, request: Message) -> None:
+        """D821 Start Get File: answers with a device file message of N bytes (multi-KB).
+
+        The requested size is read from payload tag 81 (4 bytes), default 4096: a simulator
+        convenience so tests and benchmarks can ask for multi-report output.
+        """
+        try:
+            items = {t.tag_hex: t.value for t in decode_tlvs(request.payload or b"", offset=2)}
+        except ProtocolError:
+            self._respond(request, BAD_PAYLOAD)
+            return
+        size = int.from_bytes(items.get("81", (4096).to_bytes(4, "big")), "big")
+        size = max(1, min(size, 1 << 20))
+        self._respond(request, OK)
+        self._queue(file_message(request.ref, size))
+
+
+def file_message(ref: int, size: int) -> bytes:
+    """A device file message (type 84, 81 of 8 bytes) carrying ``size`` payload bytes."""
+    data = bytes(i & 0xFF for i in range(size))
+    info = bytes((MessageType.DEVICE_FILE, ref)) + bytes.fromhex("D821") + bytes.fromhex(
+        "D8010000")
+    body = b"\x81\x08" + info + b"\x84\x83" + (len(data) + 2).to_bytes(3, "big") + b"\xd8\x21"
+    return b"\xaa\x00" + body + data
+
+
+_HANDLERS: Final[dict[int, Callable[[SimulatedReader, Message], None]]] = {
+    0xD101: SimulatedReader._get_property,
+    0xD111: SimulatedReader._set_property,
+    0x1001: SimulatedReader._start_transaction,
+    0x1008: SimulatedReader._cancel,
+    0x1F01: SimulatedReader._reset,
+    0x1805: SimulatedReader._buzzer,
+    0x1803: SimulatedReader._display,
+    0x1822: SimulatedReader._display,
+    0xD821: SimulatedReader._get_file,
+}
+
+__all__ = ["SimulatedReader", "file_message"]
