@@ -97,7 +97,7 @@ def test_invalid_commands_rejected_and_never_reach_reader(broker, probe_factory,
         probe.publish(f"{ROOT}/SendCommand", payload)
         error = json.loads(probe.wait_for(f"{ROOT}/Error", timeout=5).payload)
         assert error["reason"] == reason
-        assert bus.readers[0].host_messages == before
+        assert list(bus.readers[0].host_messages) == before
 
 
 def test_sendcommand_prefix_form_and_lowercase(broker, probe_factory):
@@ -170,6 +170,6 @@ def test_bridge_starts_before_broker(broker_factory, probe_factory):
         # Readers are opened and identified while the broker is unreachable.
         assert wait_until(lambda: [s for s in app.supervisor.sessions() if s.identity], 10)
         broker.start()
-        probe = probe_factory(f"{ROOT}/Status", broker=broker)
+        probe = probe_factory(f"{ROOT}/Status", "MagTek/Bridge/testhost/Status", broker=broker)
         probe.expect_retained(f"{ROOT}/Status", b"connected", timeout=15)
         probe.expect_retained("MagTek/Bridge/testhost/Status", b"online", timeout=5)
