@@ -58,7 +58,7 @@ class Broker:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> None:
-        self.proc = subprocess.Popen(  # noqa: S603
+        self.proc = subprocess.Popen(
             [MOSQUITTO, "-c", str(self.conf_path)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -116,7 +116,7 @@ def broker(broker_factory: Callable[..., Broker]) -> Broker:
 
 
 def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)  # noqa: S603, S607
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
 
 
 @pytest.fixture(scope="session")

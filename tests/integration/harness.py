@@ -64,7 +64,7 @@ class BridgeProcess:
         self._log = log_path.open("wb")
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("MAGTEK_BRIDGE_")}
         full_env.update(env)
-        self.proc = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
+        self.proc = subprocess.Popen(
             [sys.executable, "-m", "bridge", *args],
             cwd=REPO, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
         )
@@ -119,5 +119,12 @@ def wait_until(predicate: Any, timeout: float, interval: float = 0.02) -> bool:
     return bool(predicate())
 
 
-__all__ = ["BridgeProcess", "bridge_process", "bridge_settings", "running_bridge", "wait_until",
-           "write_config", "signal"]
+__all__ = [
+    "BridgeProcess",
+    "bridge_process",
+    "bridge_settings",
+    "running_bridge",
+    "signal",
+    "wait_until",
+    "write_config",
+]

@@ -16,7 +16,9 @@ from tests.integration.harness import REPO, bridge_process
 pytestmark = pytest.mark.integration
 
 ROOT = "MagTek/Device/DynaFlexII/B123456"  # the simulator's default serial
-PAN = "4761730000000119"  # the fake test PAN inside the simulator's card data (PROTOCOL.md §9)
+# The fake test PAN inside the simulator's card data (PROTOCOL.md §9).
+PAN = "4761730000000119"
+GET_SERIAL_HEX = "AA00810401B5D1018418D10181072B06010401F6098501028704020101018902C100"
 
 
 def test_sigkill_leaves_last_will_and_sigterm_is_clean(broker, probe_factory, tmp_path):
@@ -50,7 +52,7 @@ def test_sigkill_leaves_last_will_and_sigterm_is_clean(broker, probe_factory, tm
 def test_bad_config_exits_2_naming_the_key(tmp_path):
     config = tmp_path / "bad.toml"
     config.write_text('[mqtt]\nport = "not a port"\n')
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [sys.executable, "-m", "bridge", "run", "--config", str(config)],
         cwd=REPO, capture_output=True, text=True, timeout=30, check=False,
     )
@@ -58,7 +60,7 @@ def test_bad_config_exits_2_naming_the_key(tmp_path):
     assert "mqtt.port" in result.stderr
     assert str(config) in result.stderr or "bad.toml" in result.stderr
 
-    missing = subprocess.run(  # noqa: S603
+    missing = subprocess.run(
         [sys.executable, "-m", "bridge", "run", "--config", str(tmp_path / "nope.toml")],
         cwd=REPO, capture_output=True, text=True, timeout=30, check=False,
     )
@@ -98,7 +100,7 @@ def test_outside_clients_mosquitto_pub_and_sub(broker, probe_factory, tmp_path):
     with bridge_process(broker, tmp_path, "--simulate", "1"):
         probe.wait_for(lambda m: m.topic == f"{ROOT}/Status" and m.payload == b"connected",
                        timeout=15)
-        sub = subprocess.Popen(  # noqa: S603
+        sub = subprocess.Popen(
             ["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-t",
              f"{ROOT}/MMSMessage", "-C", "1", "-W", "10"],
             stdout=subprocess.PIPE, text=True,
@@ -107,9 +109,9 @@ def test_outside_clients_mosquitto_pub_and_sub(broker, probe_factory, tmp_path):
             # Retry the publish until the subscriber's SUBACK has certainly arrived.
             out = ""
             for _ in range(20):
-                subprocess.run(  # noqa: S603
+                subprocess.run(
                     ["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-t",
-                     f"{ROOT}/SendCommand", "-m", "AA00810401B5D1018418D10181072B06010401F6098501028704020101018902C100"],
+                     f"{ROOT}/SendCommand", "-m", GET_SERIAL_HEX],
                     check=True, timeout=10,
                 )
                 try:

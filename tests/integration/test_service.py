@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from bridge.mms import MessageType, commands, parse_message
 from bridge.transport.simulated import SimulatedBus
@@ -67,7 +69,8 @@ def test_start_transaction_sequence_in_order(broker, probe_factory):
         bus.readers[0].present_card("tap")
         flow = _collect_until(
             probe, f"{ROOT}/MMSMessage",
-            lambda m: m.command_id == 0x0101 and (m.notification_detail or b"")[1:] == b"\x08\x03\x02",
+            lambda m: (m.command_id == 0x0101
+                       and (m.notification_detail or b"")[1:] == b"\x08\x03\x02"),
         )
         ids = [(m.command_id, (m.notification_detail or b"").hex()) for m in flow]
         # PROTOCOL.md §5 tap: detected -> ARQC -> Quick Chip deferred -> batch, in this order.
@@ -141,9 +144,6 @@ def test_unplug_replug_and_two_readers(broker, probe_factory):
 
 
 def test_v5_response_topic_and_correlation(broker, probe_factory):
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
-
     with running_bridge(broker, bus=SimulatedBus(count=1, serials=[SERIAL], auto_present=None)):
         probe = probe_factory("replies/me", f"{ROOT}/Status", f"{ROOT}/MMSMessage")
         probe.expect_retained(f"{ROOT}/Status", b"connected", timeout=10)
