@@ -1,0 +1,60 @@
+"""Topic strings, byte-exact (PROTOCOL.md §6.1)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.mqtt.topics import (
+    BridgeTopics,
+    ReaderTopics,
+    device_list_wildcard,
+    model_segment,
+    parse_send_command_topic,
+    reader_root,
+    validate_prefix,
+)
+
+
+def test_model_segment():
+    assert model_segment("DynaFlex II") == "DynaFlexII"
+    assert model_segment("DynaFlex II Go") == "DynaFlexIIGo"
+    assert model_segment("Dyna-Prox (v2)") == "DynaProxv2"
+
+
+def test_reader_root_plain_and_friendly():
+    assert reader_root("MagTek/Device/", "DynaFlexII", "B123456") == (
+        "MagTek/Device/DynaFlexII/B123456")
+    assert reader_root("MagTek/US/CA/SealBeach/Name/", "DynaFlexII", "B123456", "Lane 1!") == (
+        "MagTek/US/CA/SealBeach/Name/DynaFlexII/Lane1-B123456")
+
+
+def test_reader_topics_and_wildcard_depth():
+    topics = ReaderTopics.for_root("MagTek/Device/DynaFlexII/B123456")
+    assert (topics.status, topics.mms_message, topics.send_command, topics.info,
+            topics.error) == (
+        "MagTek/Device/DynaFlexII/B123456/Status",
+        "MagTek/Device/DynaFlexII/B123456/MMSMessage",
+        "MagTek/Device/DynaFlexII/B123456/SendCommand",
+        "MagTek/Device/DynaFlexII/B123456/Info",
+        "MagTek/Device/DynaFlexII/B123456/Error",
+    )
+    assert device_list_wildcard("MagTek/Device/") == "MagTek/Device/+/+/Status"
+    # MagTek's demo default wildcard matches exactly their 5-level org prefix.
+    assert device_list_wildcard("MagTek/US/CA/SealBeach/Name/") == (
+        "MagTek/US/CA/SealBeach/Name/+/+/Status")
+    bridge = BridgeTopics("MagTek/Bridge/", "pi-7")
+    assert (bridge.status, bridge.info) == ("MagTek/Bridge/pi-7/Status", "MagTek/Bridge/pi-7/Info")
+
+
+@pytest.mark.parametrize("prefix", ["MagTek/Device", "/MagTek/", "MagTek/+/", "a//b/", "#/"])
+def test_bad_prefixes(prefix):
+    with pytest.raises(ValueError):
+        validate_prefix(prefix)
+
+
+def test_parse_send_command_topic():
+    prefix = "MagTek/Device/"
+    assert parse_send_command_topic(prefix, "MagTek/Device/DynaFlexII/B1/SendCommand") == (
+        "MagTek/Device/DynaFlexII/B1")
+    assert parse_send_command_topic(prefix, "MagTek/Device/DynaFlexII/B1/x/SendCommand") is None
+    assert parse_send_command_topic(prefix, "Other/DynaFlexII/B1/SendCommand") is None
