@@ -21,6 +21,15 @@ from prometheus_client import (
 )
 
 _NS = "magtek_bridge"
+# Closed label sets, pre-created (bridge.mms DropReason values and parse_message reasons).
+_FRAMING_REASONS = (
+    "restarted", "orphan", "sequence_error", "cancelled", "length_mismatch", "too_large",
+    "bad_length", "unknown_type", "short_report", "abandoned",
+)
+_DEVICE_MESSAGE_REASONS = (
+    "no_start_byte", "bad_version", "bad_message_info", "unknown_type", "bad_status",
+    "truncated", "bad_tlv", "empty",
+)
 
 # Command round trips are milliseconds on a healthy reader; a start-transaction response can
 # take longer when the reader is busy, so the buckets run up to 10 s.
@@ -95,7 +104,7 @@ class Metrics:
             f"{_NS}_mqtt_publishes", "MQTT publishes handed to the client", ["kind"], registry=r,
         )
         self.mqtt_publish_failures = Counter(
-            f"{_NS}_mqtt_publish_failures", "MQTT publishes refused or failed", ["reason"],
+            f"{_NS}_mqtt_publish_failures", "MQTT publishes refused or failed (reason in the log)",
             registry=r,
         )
         self.mqtt_queued = Gauge(
@@ -103,6 +112,12 @@ class Metrics:
             "Messages accepted but not yet acknowledged by the broker",
             ["serial"], registry=r,
         )
+
+        # Series that dashboards graph exist from the start (at 0), not from the first error.
+        for reason in _FRAMING_REASONS:
+            self.framing_errors.labels(reason)
+        for reason in _DEVICE_MESSAGE_REASONS:
+            self.device_protocol_errors.labels(reason)
 
     # Intention-revealing helpers: the hot path calls these, never the collectors by name.
     def report_in(self, n: int = 1) -> None:

@@ -245,6 +245,9 @@ class ReaderSession:
             log_context={"root": identity.root},
         )
         self._metrics.reader_connected.labels(identity.serial).set(1)
+        self._metrics.reader_reconnects.labels(identity.serial)
+        self._queued_gauge = self._metrics.mqtt_queued.labels(identity.serial)
+        self._queued_gauge.set(0)
         self._metrics.reader_info.labels(identity.serial, identity.model, identity.firmware).set(1)
         self._log.info("reader_identified", model=identity.model, firmware=identity.firmware)
         with self._publish_lock:
@@ -335,6 +338,7 @@ class ReaderSession:
             properties = (("boot_id", self._boot_id), ("seq", str(seq)))
         self.link.publish(self.topics.mms_message, payload, qos=self.options.qos_messages,
                           user_properties=properties)
+        self._queued_gauge.set(self.link.queued())
         if parsed is None:
             return
         if self.options.log_messages:

@@ -191,6 +191,10 @@ class MqttLink:
             self.connected.clear()
             self._gauge(-1)
 
+    def queued(self) -> int:
+        """Messages handed to paho and not yet acknowledged (or not yet sent)."""
+        return len(self._client._out_messages)
+
     def thread_alive(self) -> bool:
         """Is paho's network thread running (it retries connecting by itself)?"""
         thread = self._client._thread
@@ -229,7 +233,9 @@ class MqttLink:
             if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
                 self._metrics.mqtt_publishes.labels(kind).inc()
             else:
-                self._metrics.mqtt_publish_failures.labels(paho.error_string(info.rc)).inc()
+                self._metrics.mqtt_publish_failures.inc()
+                self._log.warning("mqtt_publish_failed", topic=topic,
+                                  error=paho.error_string(info.rc))
         return info
 
     # -- paho callbacks (paho's thread) ------------------------------------------------------

@@ -42,8 +42,7 @@ def running_bridge(
     """An in-process bridge with simulated readers; stopped (cleanly) on exit."""
     settings = bridge_settings(broker, **sections)
     bus = bus if bus is not None else SimulatedBus(count=1, auto_present=None)
-    app = BridgeApp(settings, backend=bus, metrics=Metrics(CollectorRegistry(),
-                                                           process_metrics=False))
+    app = BridgeApp(settings, backend=bus, metrics=Metrics(CollectorRegistry()))
     app.start()
     try:
         yield app, bus
