@@ -47,7 +47,8 @@ class Broker:
         self.log_path = workdir / "mosquitto.log"
         self.conf_path = workdir / "mosquitto.conf"
         lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true",
-                 "persistence false", f"log_dest file {self.log_path}", "log_type all"]
+                 "persistence false", f"log_dest file {self.log_path}", "log_type all",
+                 "set_tcp_nodelay true"]
         if os.geteuid() == 0:
             # As root mosquitto drops to user "mosquitto", which cannot read pytest's tmp dir.
             lines.append("user root")
