@@ -47,7 +47,9 @@ STATUS_CONNECTED: Final = b"connected"
 STATUS_DISCONNECTED: Final = b"disconnected"
 _IDENTIFY_REF: Final = 0xB5  # the reference MagTek's own device client uses (PROTOCOL.md §4)
 _FIRMWARE_REF: Final = 0x02
-_STOP: Final = object()  # wakes the writer
+_STOP: Final = object()
+# Messages held while the reader is being identified.
+EARLY_MESSAGE_LIMIT: Final = 256  # wakes the writer
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +327,10 @@ class ReaderSession:
                 return
         with self._publish_lock:
             if self.link is None:
+                # Before identification finishes; bounded so a chatty reader cannot grow it.
+                if len(self._early) >= EARLY_MESSAGE_LIMIT:
+                    self._early.pop(0)
+                    self._log.warning("early_message_dropped", limit=EARLY_MESSAGE_LIMIT)
                 self._early.append((data, parsed))
                 return
             self._publish_device_message(data, parsed)
