@@ -1,0 +1,1 @@
+"""Benchmarks: numbers and ratios against baselines measured in the same run (never in tests)."""
