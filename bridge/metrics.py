@@ -119,15 +119,24 @@ class Metrics:
         for reason in _DEVICE_MESSAGE_REASONS:
             self.device_protocol_errors.labels(reason)
 
+        # Label children used per report/message, looked up once (``labels()`` takes a lock).
+        self._reports_in = self.hid_reports.labels("in")
+        self._reports_out = self.hid_reports.labels("out")
+        self._message_children: dict[tuple[str, str], Counter] = {}
+
     # Intention-revealing helpers: the hot path calls these, never the collectors by name.
     def report_in(self, n: int = 1) -> None:
-        self.hid_reports.labels("in").inc(n)
+        self._reports_in.inc(n)
 
     def report_out(self, n: int = 1) -> None:
-        self.hid_reports.labels("out").inc(n)
+        self._reports_out.inc(n)
 
     def message(self, direction: str, message_type: str) -> None:
-        self.mms_messages.labels(direction, message_type).inc()
+        key = (direction, message_type)
+        child = self._message_children.get(key)
+        if child is None:
+            child = self._message_children[key] = self.mms_messages.labels(*key)
+        child.inc()
 
     def framing_error(self, reason: str) -> None:
         self.framing_errors.labels(reason).inc()
