@@ -15,6 +15,7 @@ import queue
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -249,6 +250,87 @@ def bench_command(port: int, n: int) -> list[float]:
     return latencies
 
 
+def _proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _messages_in(port: int) -> int:
+    """Messages the bridge read from its readers, from its own /metrics."""
+    import urllib.request  # noqa: PLC0415
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith('magtek_bridge_mms_messages_total{direction="in"'):
+            total += float(line.rsplit(" ", 1)[1])
+    return int(total)
+
+
+def bench_process(port: int, readers: int, rate: float, seconds: float,
+                  count_messages: int = 0) -> dict[str, float]:
+    """The bridge as a real process: start-up, CPU and RSS while readers stream."""
+    arrived = threading.Semaphore(0)
+    connected = threading.Event()
+
+    def on_message(client: Any, userdata: Any, message: Any) -> None:
+        if message.topic.endswith("/Status") and message.payload == b"connected":
+            connected.set()
+        elif message.topic.endswith("/MMSMessage"):
+            arrived.release()
+
+    sub = _client(port, on_message)
+    sub.subscribe([("MagTek/Device/+/+/Status", 1), ("MagTek/Device/+/+/MMSMessage", 0)])
+    time.sleep(0.3)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MAGTEK_BRIDGE_")},
+           "MAGTEK_BRIDGE_MQTT__PORT": str(port), "MAGTEK_BRIDGE_METRICS__ENABLED": "false",
+           "MAGTEK_BRIDGE_LOGGING__LEVEL": "warning",
+           "MAGTEK_BRIDGE_READERS__SIMULATE_STREAM_RATE": str(rate),
+           "MAGTEK_BRIDGE_TOPICS__HOST_ID": f"bench{readers}"}
+    metrics_port = _free_port()
+    env["MAGTEK_BRIDGE_METRICS__ENABLED"] = "true"
+    env["MAGTEK_BRIDGE_METRICS__PORT"] = str(metrics_port)
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "run", "--simulate", str(readers)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out: dict[str, float] = {}
+    try:
+        if not connected.wait(30):
+            raise RuntimeError("bridge process did not connect")
+        out["startup_s"] = round(time.perf_counter() - start, 3)
+        time.sleep(2)  # let every reader connect and the stream settle
+        if count_messages:
+            rss0, seen0 = _proc_rss_mb(proc.pid), _messages_in(metrics_port)
+            deadline = time.monotonic() + 900
+            seen = seen0
+            while seen - seen0 < count_messages and time.monotonic() < deadline:
+                time.sleep(1.0)
+                seen = _messages_in(metrics_port)
+            out["rss_growth_mb"] = round(_proc_rss_mb(proc.pid) - rss0, 2)
+            out["messages"] = seen - seen0
+        else:
+            cpu0, t0 = _proc_cpu_seconds(proc.pid), time.perf_counter()
+            time.sleep(seconds)
+            cpu = _proc_cpu_seconds(proc.pid) - cpu0
+            out["cpu_pct"] = round(100 * cpu / (time.perf_counter() - t0), 2)
+        out["rss_mb"] = round(_proc_rss_mb(proc.pid), 1)
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        sub.loop_stop()
+        sub.disconnect()
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="fewer samples (< 3 minutes)")
@@ -257,6 +339,7 @@ def main() -> int:
     n = 2000 if args.quick else 10000
     results: dict[str, Any] = {"quick": args.quick, "samples": n}
     results.update(bench_framing(args.quick))
+    print("framing done", flush=True)
     broker = Mosquitto()
     try:
         for label, extra in (("single", 0), ("multi", 400)):
@@ -269,17 +352,28 @@ def main() -> int:
             if label == "single":
                 results["added_latency_p50_ms"] = round(_pct(bridge, 0.5) - _pct(base, 0.5), 3)
                 results["added_latency_p99_ms"] = round(_pct(bridge, 0.99) - _pct(base, 0.99), 3)
+        print("latency done", flush=True)
         results.update(bench_throughput(broker.port, n))
+        print("throughput done", flush=True)
         command = bench_command(broker.port, max(200, n // 10))
         startup_ms = command.pop()
         results["command_latency_p50_ms"] = round(_pct(command, 0.5), 3)
         results["command_latency_p99_ms"] = round(_pct(command, 0.99), 3)
         results["startup_in_process_s"] = round(startup_ms / 1000, 3)
+        seconds = 15.0 if args.quick else 60.0
+        one = bench_process(broker.port, 1, 1000.0, seconds)
+        results["startup_s"] = one["startup_s"]
+        results["cpu_pct_line_rate_1_reader"] = one["cpu_pct"]
+        results["rss_mb_1_reader"] = one["rss_mb"]
+        four = bench_process(broker.port, 4, 1000.0, seconds)
+        results["cpu_pct_line_rate_4_readers"] = four["cpu_pct"]
+        results["rss_mb_4_readers"] = four["rss_mb"]
+        total = 100_000 if args.quick else 1_000_000
+        growth = bench_process(broker.port, 1, 100_000.0, 0, count_messages=total)
+        results["rss_growth_messages"] = growth["messages"]
+        results["rss_growth_mb_1m"] = growth["rss_growth_mb"]
     finally:
         broker.stop()
-    for key in ("cpu_pct_line_rate_1_reader", "rss_mb_4_readers", "rss_growth_mb_1m",
-                "startup_s"):
-        results.setdefault(key, None)  # not measured yet (issue 6 is open)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     width = max(len(k) for k in results)

@@ -88,7 +88,8 @@ def session_options(settings: Settings) -> SessionOptions:
 
 def make_backend(settings: Settings) -> Backend:
     if settings.readers.simulate > 0 or settings.readers.backend == "simulated":
-        return get_backend("simulated", count=max(1, settings.readers.simulate))
+        return get_backend("simulated", count=max(1, settings.readers.simulate),
+                           stream_rate=settings.readers.simulate_stream_rate)
     return get_backend(settings.readers.backend)
 
 

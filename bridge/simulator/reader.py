@@ -74,7 +74,7 @@ class SimulatedReader:
 
     def __init__(self, serial: str = "B123456", *, firmware_id: str = "1000007183-A1-PCI",
                  paced: bool = False, auto_present: CardKind | None = "tap",
-                 report_len: int = 64) -> None:
+                 report_len: int = 64, stream_rate: float = 0.0) -> None:
         self.serial = serial.upper()
         self.firmware_id = firmware_id
         self.paced = paced
@@ -93,6 +93,10 @@ class SimulatedReader:
         self._next_slot = 0.0
         self._transaction = False
         self._transaction_id = 0
+        # Benchmarks: a steady stream of single-report notifications, this many per second.
+        self.stream_rate = stream_rate
+        self._stream_next = 0.0
+        self._stream_count = 0
 
     # -- host side --------------------------------------------------------------------------
 
@@ -113,6 +117,8 @@ class SimulatedReader:
                 self._check_present(generation)
                 now = self._run_timers()
                 wake = deadline
+                if self.stream_rate > 0:
+                    wake = min(wake, self._stream(now))
                 if self._out:
                     if not self.paced or now >= self._next_slot:
                         self._next_slot = max(now, self._next_slot) + REPORT_INTERVAL
@@ -185,6 +191,16 @@ class SimulatedReader:
             return
         self._out.extend(reports)
         self._cond.notify_all()
+
+    def _stream(self, now: float) -> float:
+        """Queue the stream messages that are due; returns when the next one is."""
+        if self._stream_next == 0.0:
+            self._stream_next = now
+        while now >= self._stream_next and len(self._out) < MAX_QUEUED_REPORTS:
+            self._stream_count += 1
+            self._queue(notification(0x1001, f"{self._stream_count & 0xFFFFFFFF:08X}"))
+            self._stream_next += 1.0 / self.stream_rate
+        return self._stream_next
 
     def _later(self, delay: float, action: Callable[[], None]) -> None:
         heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_seq), action))

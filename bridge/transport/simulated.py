@@ -72,14 +72,16 @@ class SimulatedBus:
         product_id: USB product id (0x2020 DynaFlex family).
         auto_present: card presented automatically after a transaction starts (or None).
         card_scenario: alias of ``auto_present`` for the CLI/demo.
+        stream_rate: each reader also emits this many single-report notifications a second
+            (benchmarks: 1000 is USB full-speed line rate).
     """
 
     name = "simulated"
 
     def __init__(self, count: int = 1, *, paced: bool = False, serials: list[str] | None = None,
                  product: str = "DynaFlex II", product_id: int = 0x2020,
-                 auto_present: CardKind | None = "tap", card_scenario: CardKind | None = None
-                 ) -> None:
+                 auto_present: CardKind | None = "tap", card_scenario: CardKind | None = None,
+                 stream_rate: float = 0.0) -> None:
         self.product = product
         self.product_id = product_id
         self._lock = threading.Lock()
@@ -89,7 +91,8 @@ class SimulatedBus:
             serial = (serials[index] if serials and index < len(serials)
                       else _DEFAULT_SERIALS[index % len(_DEFAULT_SERIALS)] if index < 4
                       else f"C{index:06X}")
-            self.add_reader(SimulatedReader(serial, paced=paced, auto_present=kind))
+            self.add_reader(SimulatedReader(serial, paced=paced, auto_present=kind,
+                                            stream_rate=stream_rate))
 
     def add_reader(self, reader: SimulatedReader) -> SimulatedReader:
         with self._lock:

@@ -250,3 +250,11 @@ def test_unplug_makes_io_fail_like_hidapi(host, bus):
     assert bus.enumerate() == []
     bus.replug(0)
     assert [d.path for d in bus.enumerate()] == ["sim:0"]
+
+
+def test_stream_of_notifications_for_benchmarks():
+    bus = SimulatedBus(count=1, auto_present=None, stream_rate=2000)
+    host = Host(bus.open(bus.enumerate()[0]))
+    host.transport.open()
+    details = [host.message().notification_detail for _ in range(50)]
+    assert [int.from_bytes(d, "big") for d in details] == list(range(1, 51))
