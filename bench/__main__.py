@@ -106,6 +106,23 @@ def _message(counter: int, extra: int = 0) -> bytes:
     return build_notification(0x1001, counter.to_bytes(4, "big"), payload or None)
 
 
+def _start_bridge(port: int) -> tuple[BridgeApp, SimulatedBus]:
+    bus = SimulatedBus(count=1, auto_present=None)
+    settings = load_settings(None, environ={}, overrides={
+        "mqtt": {"port": port}, "metrics": {"enabled": False},
+        "readers": {"backend": "simulated", "scan_interval": 0.2},
+        "logging": {"level": "warning"}})
+    app = BridgeApp(settings, backend=bus, metrics=Metrics(CollectorRegistry(),
+                                                           process_metrics=False))
+    app.start()
+    deadline = time.monotonic() + 10
+    while not any(s.link and s.link.ready.is_set() for s in app.supervisor.sessions()):
+        if time.monotonic() > deadline:
+            raise RuntimeError("bridge did not connect")
+        time.sleep(0.001)
+    return app, bus
+
+
 def bench_latency(port: int, n: int, extra: int) -> tuple[list[float], list[float]]:
     """(bridge, bare paho) one-way latencies in ms for messages of the given size."""
     arrivals: queue.Queue[tuple[int, float]] = queue.Queue()
@@ -129,19 +146,7 @@ def bench_latency(port: int, n: int, extra: int) -> tuple[list[float], list[floa
     pub.loop_stop()
     pub.disconnect()
     # The bridge: the simulated reader emits, the bridge reassembles and publishes.
-    bus = SimulatedBus(count=1, auto_present=None)
-    settings = load_settings(None, environ={}, overrides={
-        "mqtt": {"port": port}, "metrics": {"enabled": False},
-        "readers": {"backend": "simulated", "scan_interval": 0.2},
-        "logging": {"level": "warning"}})
-    app = BridgeApp(settings, backend=bus, metrics=Metrics(CollectorRegistry(),
-                                                           process_metrics=False))
-    app.start()
-    deadline = time.monotonic() + 10
-    while not any(s.link and s.link.ready.is_set() for s in app.supervisor.sessions()):
-        if time.monotonic() > deadline:
-            raise RuntimeError("bridge did not connect")
-        time.sleep(0.01)
+    app, bus = _start_bridge(port)
     bridge = []
     reader = bus.readers[0]
     for i in range(n):
@@ -153,23 +158,6 @@ def bench_latency(port: int, n: int, extra: int) -> tuple[list[float], list[floa
     sub.loop_stop()
     sub.disconnect()
     return bridge, base
-
-
-def _start_bridge(port: int) -> tuple[BridgeApp, SimulatedBus]:
-    bus = SimulatedBus(count=1, auto_present=None)
-    settings = load_settings(None, environ={}, overrides={
-        "mqtt": {"port": port}, "metrics": {"enabled": False},
-        "readers": {"backend": "simulated", "scan_interval": 0.2},
-        "logging": {"level": "warning"}})
-    app = BridgeApp(settings, backend=bus, metrics=Metrics(CollectorRegistry(),
-                                                           process_metrics=False))
-    app.start()
-    deadline = time.monotonic() + 10
-    while not any(s.link and s.link.ready.is_set() for s in app.supervisor.sessions()):
-        if time.monotonic() > deadline:
-            raise RuntimeError("bridge did not connect")
-        time.sleep(0.001)
-    return app, bus
 
 
 def bench_throughput(port: int, n: int) -> dict[str, float]:
@@ -226,16 +214,8 @@ def bench_command(port: int, n: int) -> list[float]:
     responses: queue.Queue[float] = queue.Queue()
     sub = _client(port, lambda c, u, m: responses.put(time.perf_counter()))
     sub.subscribe(f"{ROOT}/MMSMessage", 1)
-    bus = SimulatedBus(count=1, auto_present=None)
-    settings = load_settings(None, environ={}, overrides={
-        "mqtt": {"port": port}, "metrics": {"enabled": False},
-        "readers": {"backend": "simulated"}, "logging": {"level": "warning"}})
-    app = BridgeApp(settings, backend=bus, metrics=Metrics(CollectorRegistry(),
-                                                           process_metrics=False))
     start = time.perf_counter()
-    app.start()
-    while not any(s.link and s.link.ready.is_set() for s in app.supervisor.sessions()):
-        time.sleep(0.001)
+    app, _bus = _start_bridge(port)
     startup = time.perf_counter() - start
     time.sleep(0.3)
     latencies = []
