@@ -1,0 +1,49 @@
+"""Integration-test support: real Mosquitto brokers, a throwaway PKI, an MQTT probe client
+and the mosquitto_pub/mosquitto_sub command-line clients. The fixtures live in
+tests/integration/conftest.py."""
+
+from tests.integration.support.broker import (
+    HOST,
+    Broker,
+    BrokerFactory,
+    BrokerStartError,
+    free_port,
+)
+from tests.integration.support.cli import (
+    CliMessage,
+    CliResult,
+    CliSubscriber,
+    connection_args,
+    mosquitto_pub,
+    run_cli,
+)
+from tests.integration.support.pki import Pki, make_pki
+from tests.integration.support.probe import (
+    MqttProbe,
+    ProbeConnectError,
+    Received,
+    make_properties,
+)
+from tests.integration.support.tools import find_tool, require_tool
+
+__all__ = [
+    "HOST",
+    "Broker",
+    "BrokerFactory",
+    "BrokerStartError",
+    "CliMessage",
+    "CliResult",
+    "CliSubscriber",
+    "MqttProbe",
+    "Pki",
+    "ProbeConnectError",
+    "Received",
+    "connection_args",
+    "find_tool",
+    "free_port",
+    "make_pki",
+    "make_properties",
+    "mosquitto_pub",
+    "require_tool",
+    "run_cli",
+]
