@@ -72,9 +72,13 @@ def mtls_broker(mosquitto_factory: BrokerFactory) -> Broker:
 
 
 @pytest.fixture
-def probe_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., MqttProbe]]:
+def probe_factory(mosquitto_factory: BrokerFactory, request: pytest.FixtureRequest
+                  ) -> Iterator[Callable[..., MqttProbe]]:
     """Makes connected probes subscribed to ``topics`` (QoS 1) on ``broker`` (default: the
     ``broker`` fixture); closes them afterwards."""
+    # Depending on mosquitto_factory makes pytest close the probes before it stops the
+    # brokers, so no probe sits in paho's reconnect delay at teardown.
+    del mosquitto_factory
     probes: list[MqttProbe] = []
 
     def make(*topics: str, broker: Broker | None = None, **options: Any) -> MqttProbe:

@@ -15,15 +15,12 @@ from tests.integration.support.cli import (
     CliSubscriber,
     connection_args,
     mosquitto_pub,
+    mosquitto_sub,
     run_cli,
 )
+from tests.integration.support.messages import Received, make_properties
 from tests.integration.support.pki import Pki, make_pki
-from tests.integration.support.probe import (
-    MqttProbe,
-    ProbeConnectError,
-    Received,
-    make_properties,
-)
+from tests.integration.support.probe import MqttProbe, ProbeConnectError
 from tests.integration.support.tools import find_tool, require_tool
 
 __all__ = [
@@ -44,6 +41,7 @@ __all__ = [
     "make_pki",
     "make_properties",
     "mosquitto_pub",
+    "mosquitto_sub",
     "require_tool",
     "run_cli",
 ]

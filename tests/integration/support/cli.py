@@ -111,6 +111,34 @@ def mosquitto_pub(broker: Broker, topic: str, payload: bytes, *, qos: int = 1,
     return run_cli(args, stdin=payload, timeout=timeout, check=check)
 
 
+def _parse(lines: Sequence[str]) -> list[CliMessage]:
+    found = []
+    for line in lines:
+        if line.startswith(_MARK + " "):
+            _, retain, payload, topic = line.split(" ", 3)
+            found.append(CliMessage(topic, bytes.fromhex(payload), retain == "1"))
+    return found
+
+
+def mosquitto_sub(broker: Broker, *topics: str, count: int = 1, wait_s: int = 5,
+                  extra: Sequence[str] = ()) -> list[CliMessage]:
+    """Subscribe with mosquitto_sub until ``count`` messages arrived (e.g. retained ones).
+
+    Args:
+        wait_s: mosquitto_sub gives up after this many whole seconds (``-W``).
+
+    Raises:
+        AssertionError: fewer than ``count`` messages came within ``wait_s``.
+    """
+    tool = require_tool("mosquitto_sub")
+    args = [tool, *connection_args(broker, tool="sub"), "-q", "1", "-C", str(count),
+            "-W", str(wait_s), "-F", _FORMAT, *extra]
+    for topic in topics:
+        args += ["-t", topic]
+    result = run_cli(args, timeout=wait_s + CLI_TIMEOUT_S)
+    return _parse(result.stdout.splitlines())
+
+
 class CliSubscriber:
     """mosquitto_sub in the background, until ``count`` messages or ``close()``.
 
@@ -174,12 +202,7 @@ class CliSubscriber:
         code = self._proc.wait(CLOSE_TIMEOUT_S)
         if code != 0:
             raise AssertionError(f"mosquitto_sub exited {code}:\n" + "\n".join(self._seen))
-        found = []
-        for line in self._seen:
-            if line.startswith(_MARK + " "):
-                _, retain, payload, topic = line.split(" ", 3)
-                found.append(CliMessage(topic, bytes.fromhex(payload), retain == "1"))
-        return found
+        return _parse(self._seen)
 
     def close(self) -> None:
         """Stop mosquitto_sub (if still running) and its reader thread; idempotent."""

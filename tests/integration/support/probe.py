@@ -1,8 +1,8 @@
 """``MqttProbe``: a paho-mqtt 2.x test client that collects what a broker delivers.
 
 Every wait is bounded and fails with an ``AssertionError`` saying what happened instead.
-Failure messages show topics, lengths and at most ``PREVIEW_BYTES`` of a payload, so a
-failing test never dumps a whole card-data message.
+Failure messages describe messages with ``Received.describe()``: topic, length and a short
+prefix, never a whole card-data message.
 """
 
 from __future__ import annotations
@@ -15,19 +15,18 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from tests.integration.support.broker import Broker
+from tests.integration.support.messages import Received, received_from
 
 CONNECT_TIMEOUT_S: Final = 5.0
 ACK_TIMEOUT_S: Final = 5.0
@@ -37,7 +36,6 @@ RECONNECT_TIMEOUT_S: Final = 15.0
 RECONNECT_MIN_DELAY_S: Final = 1
 RECONNECT_MAX_DELAY_S: Final = 2
 KEEPALIVE_S: Final = 30
-PREVIEW_BYTES: Final = 24
 SHOWN_MESSAGES: Final = 20
 KEPT_ERRORS: Final = 20
 # MQTT v5 section 2.4: reason codes from 0x80 up are failures.
@@ -61,53 +59,21 @@ class ProbeConnectError(Exception):
         super().__init__(f"{code}: {detail}")
 
 
-@dataclass(frozen=True, slots=True)
-class Received:
-    """One delivered message, with the MQTT v5 properties tests look at."""
+class _ClosingContext(ssl.SSLContext):
+    """Remembers the last socket it wrapped: when the TLS handshake fails inside paho's
+    connect(), paho drops that socket without closing it (a ResourceWarning, which is an
+    error under our pytest settings), so the probe closes it."""
 
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-    properties: Properties | None
-    user_properties: tuple[tuple[str, str], ...]
-    response_topic: str | None
-    correlation_data: bytes | None
-    content_type: str | None
+    _last: ssl.SSLSocket | None = None
 
-    def describe(self) -> str:
-        """Topic, size, retain flag and a short payload prefix (never the whole payload)."""
-        head = self.payload[:PREVIEW_BYTES]
-        more = "..." if len(self.payload) > PREVIEW_BYTES else ""
-        return f"{self.topic} [{len(self.payload)} B, retain={self.retain}] {head!r}{more}"
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        self._last = super().wrap_socket(*args, **kwargs)
+        return self._last
 
-
-def make_properties(*, user_properties: Iterable[tuple[str, str]] = (),
-                    response_topic: str | None = None, correlation_data: bytes | None = None,
-                    content_type: str | None = None) -> Properties:
-    """PUBLISH properties (MQTT v5 section 3.3.2.3) for ``MqttProbe.publish``."""
-    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    pairs = list(user_properties)
-    if pairs:
-        props.UserProperty = pairs
-    if response_topic is not None:
-        props.ResponseTopic = response_topic
-    if correlation_data is not None:
-        props.CorrelationData = correlation_data
-    if content_type is not None:
-        props.ContentType = content_type
-    return props
-
-
-def _received(message: paho.MQTTMessage) -> Received:
-    props = message.properties
-    return Received(
-        topic=message.topic, payload=bytes(message.payload), qos=int(message.qos),
-        retain=bool(message.retain), properties=props,
-        user_properties=tuple(getattr(props, "UserProperty", ())),
-        response_topic=getattr(props, "ResponseTopic", None),
-        correlation_data=getattr(props, "CorrelationData", None),
-        content_type=getattr(props, "ContentType", None))
+    def close_last(self) -> None:
+        if self._last is not None:
+            self._last.close()
+            self._last = None
 
 
 class MqttProbe:
@@ -126,7 +92,7 @@ class MqttProbe:
         ca_file: trust this CA instead of the broker's.
         client_cert: present the broker's client certificate (True), none (False), a
             (cert, key) pair, or, by default, the broker's one only if it requires one.
-        ssl_context: use this context instead (e.g. to pin the TLS version).
+        tls_version: speak only this TLS version (a refusal looks different in 1.2 and 1.3).
     """
 
     def __init__(self, broker: Broker, *, client_id: str | None = None,
@@ -135,7 +101,7 @@ class MqttProbe:
                  protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
                  ca_file: Path | None = None,
                  client_cert: bool | tuple[Path, Path] | None = None,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 tls_version: ssl.TLSVersion | None = None) -> None:
         self.broker = broker
         self.client_id = client_id or f"probe-{os.getpid()}-{next(_ids)}-{secrets.token_hex(3)}"
         self.inbox: queue.Queue[Received] = queue.Queue()
@@ -164,25 +130,30 @@ class MqttProbe:
             username, password = broker.username, broker.password
         if username is not None:
             self.client.username_pw_set(username, password)
-        self._configure_tls(ca_file, client_cert, ssl_context)
+        self._context: _ClosingContext | None = None
+        self._configure_tls(ca_file, client_cert, tls_version)
 
     def _configure_tls(self, ca_file: Path | None, client_cert: bool | tuple[Path, Path] | None,
-                       ssl_context: ssl.SSLContext | None) -> None:
-        if ssl_context is not None:
-            self.client.tls_set_context(ssl_context)
-            return
+                       tls_version: ssl.TLSVersion | None) -> None:
         if not self.broker.tls and ca_file is None:
             return
+        ca = ca_file or self.broker.ca_file
+        assert ca is not None
+        # PROTOCOL_TLS_CLIENT verifies the chain and the host name (SAN IP:127.0.0.1).
+        context = _ClosingContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.load_verify_locations(cafile=str(ca))
+        if tls_version is not None:
+            context.minimum_version = context.maximum_version = tls_version
         pair: tuple[Path, Path] | None = None
         if isinstance(client_cert, tuple):
             pair = client_cert
         elif client_cert or (client_cert is None and self.broker.require_certificate):
             assert self.broker.client_cert is not None and self.broker.client_key is not None
             pair = (self.broker.client_cert, self.broker.client_key)
-        ca = ca_file or self.broker.ca_file
-        self.client.tls_set(ca_certs=str(ca) if ca else None,
-                            certfile=str(pair[0]) if pair else None,
-                            keyfile=str(pair[1]) if pair else None)
+        if pair is not None:
+            context.load_cert_chain(str(pair[0]), str(pair[1]))
+        self._context = context
+        self.client.tls_set_context(context)
 
     # -- paho callbacks (network thread) ------------------------------------------------
 
@@ -197,11 +168,16 @@ class MqttProbe:
                     self._resubscribe_mid = client.subscribe(list(self._subscriptions))[1]
             self._cond.notify_all()
 
-    def _on_disconnect(self, _client: paho.Client, _userdata: Any, _flags: Any,
+    def _on_disconnect(self, client: paho.Client, _userdata: Any, _flags: Any,
                        _reason: ReasonCode, _props: Properties | None) -> None:
         with self._cond:
             self._dropped = True
+            never_connected = self._connections == 0
             self._cond.notify_all()
+        if never_connected:
+            # A refused probe must not retry: paho's thread ends now instead of sleeping
+            # through its reconnect delay (loop_stop() from paho's own thread only flags it).
+            client.loop_stop()
 
     def _on_subscribe(self, _client: paho.Client, _userdata: Any, mid: int,
                       reasons: list[ReasonCode], _props: Properties | None) -> None:
@@ -217,7 +193,7 @@ class MqttProbe:
 
     def _on_message(self, _client: paho.Client, _userdata: Any,
                     message: paho.MQTTMessage) -> None:
-        self.inbox.put(_received(message))
+        self.inbox.put(received_from(message))
 
     def _on_log(self, _client: paho.Client, _userdata: Any, level: int, text: str) -> None:
         if level in (paho.MQTT_LOG_ERR, paho.MQTT_LOG_WARNING):
@@ -234,15 +210,23 @@ class MqttProbe:
             OSError: nothing listens on the port.
             ProbeConnectError: CONNACK with a failure reason, or the connection dropped.
         """
-        self.client.connect(self.broker.host, self.broker.port, keepalive=KEEPALIVE_S)
-        self.client.loop_start()
-        self._looping = True
+        try:
+            self.client.connect(self.broker.host, self.broker.port, keepalive=KEEPALIVE_S)
+        except OSError:
+            self._closed = True
+            if self._context is not None:
+                self._context.close_last()
+            raise
+        # paho may already have met the broker's refusal inside connect() (a TLS 1.3
+        # alert): then there is nothing for its thread to do but retry, so none is started.
+        if not self._dropped:
+            self.client.loop_start()
+            self._looping = True
         with self._cond:
             self._cond.wait_for(lambda: self._connack is not None or self._dropped, timeout)
             connack = self._connack
         if connack is not None and connack[0] < FAILURE_REASON:
             return self
-        # Stop paho before its reconnect delay is over: a refusal is final for a probe.
         self.close()
         if connack is not None:
             raise ProbeConnectError(connack[0], connack[1])
