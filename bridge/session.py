@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, Protocol
 
 import structlog
 
@@ -79,6 +79,21 @@ class ReaderIdentity:
     root: str
 
 
+class ReaderObserver(Protocol):
+    """Something beside MQTT that follows readers (the WebSocket endpoint, for one).
+
+    Called on the session's own threads: implementations must return quickly and never block
+    (queue the work). ``reader_message`` gets every device message, in order, as the uppercase
+    hex payload published on ``MMSMessage``.
+    """
+
+    def reader_connected(self, session: ReaderSession) -> None: ...
+
+    def reader_message(self, session: ReaderSession, payload: bytes) -> None: ...
+
+    def reader_disconnected(self, session: ReaderSession) -> None: ...
+
+
 class ReaderGone(Exception):  # noqa: N818 - internal control flow, never escapes the module
     """The reader vanished during identification."""
 
@@ -96,6 +111,7 @@ class ReaderSession:
         boot_id: str,
         next_seq: Callable[[str], int],
         on_identified: Callable[[ReaderSession], None] | None = None,
+        observers: tuple[ReaderObserver, ...] = (),
     ) -> None:
         self.transport = transport
         self.options = options
@@ -104,6 +120,7 @@ class ReaderSession:
         self._boot_id = boot_id
         self._next_seq = next_seq
         self._on_identified = on_identified
+        self._observers = observers
         self.info = transport.info
         self._log = _log.bind(path=self.info.path)
         self.identity: ReaderIdentity | None = None
@@ -180,6 +197,7 @@ class ReaderSession:
             self.link.stop(final=[self._status(STATUS_DISCONNECTED)])
         if self.identity is not None:
             self._metrics.reader_connected.labels(self.identity.serial).set(0)
+            self._notify("reader_disconnected")
         self.transport.close()
         for event in self._reassembler.reset():
             if isinstance(event, FrameDropped):
@@ -259,6 +277,15 @@ class ReaderSession:
                 self._publish_device_message(data, parsed)
         if self._on_identified is not None:
             self._on_identified(self)
+        self._notify("reader_connected")
+
+    def _notify(self, event: str, *args: bytes) -> None:
+        for observer in self._observers:
+            try:
+                getattr(observer, event)(self, *args)
+            except Exception:  # an observer bug must not take the reader down
+                self._log.exception("observer_failed", observer=type(observer).__name__,
+                                    event=event)
 
     def _status(self, payload: bytes) -> Publication:
         assert self.topics is not None
@@ -345,6 +372,8 @@ class ReaderSession:
         self.link.publish(self.topics.mms_message, payload, qos=self.options.qos_messages,
                           user_properties=properties)
         self._queued_gauge.set(self.link.queued())
+        if self._observers:
+            self._notify("reader_message", payload)
         if parsed is None:
             return
         if self.options.log_messages:
@@ -366,31 +395,56 @@ class ReaderSession:
     # -- MQTT -> device -----------------------------------------------------------------------
 
     def _on_command(self, inbound: InboundMessage) -> None:
-        result = validate_command(
+        result = self.submit(
             inbound.payload,
-            max_size=self.options.max_message_size,
             retained=inbound.retain,
             received_at=inbound.received_at,
             expiry_interval=inbound.expiry_interval,
             response_topic=inbound.response_topic,
             correlation_data=inbound.correlation_data,
         )
-        if isinstance(result, Command) and (self.stopping.is_set() or self.gone.is_set()):
-            result = Rejection("reader_absent", "the reader is not connected")
         if isinstance(result, Rejection):
             self.reject(result, topic=inbound.topic, size=len(inbound.payload))
-            return
-        try:
-            self._commands.put_nowait(result)
-        except queue.Full:
-            self.reject(Rejection("busy", "too many commands waiting for this reader"),
-                        topic=inbound.topic, size=len(inbound.payload))
-            return
-        self._metrics.command_accepted()
+
+    def submit(
+        self,
+        payload: bytes,
+        *,
+        retained: bool = False,
+        received_at: float | None = None,
+        expiry_interval: int | None = None,
+        response_topic: str | None = None,
+        correlation_data: bytes | None = None,
+    ) -> Command | Rejection:
+        """Validate a command from any channel and queue it for the reader.
+
+        A ``Rejection`` is counted here; reporting it is the caller's job, on its own channel
+        (MQTT ``Error`` topic, WebSocket error frame). Nothing rejected reaches the reader.
+        """
+        result = validate_command(
+            payload,
+            max_size=self.options.max_message_size,
+            retained=retained,
+            received_at=received_at,
+            expiry_interval=expiry_interval,
+            response_topic=response_topic,
+            correlation_data=correlation_data,
+        )
+        if isinstance(result, Command) and (self.stopping.is_set() or self.gone.is_set()):
+            result = Rejection("reader_absent", "the reader is not connected")
+        if isinstance(result, Command):
+            try:
+                self._commands.put_nowait(result)
+            except queue.Full:
+                result = Rejection("busy", "too many commands waiting for this reader")
+        if isinstance(result, Rejection):
+            self._metrics.command_rejected(result.reason)
+        else:
+            self._metrics.command_accepted()
+        return result
 
     def reject(self, rejection: Rejection, *, topic: str, size: int) -> None:
-        """Report a refused command on ``<root>/Error``, in the log and as a metric."""
-        self._metrics.command_rejected(rejection.reason)
+        """Report a refused command on ``<root>/Error`` and in the log (counted by the caller)."""
         self._log.warning("command_rejected", reason=rejection.reason, detail=rejection.detail,
                           topic=topic, size=size)
         if self.link is None or self.topics is None:
@@ -404,6 +458,11 @@ class ReaderSession:
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
         }
         self.link.publish(self.topics.error, json.dumps(body).encode(), qos=1, kind="error")
+
+    def _refuse_queued(self, rejection: Rejection, command: Command) -> None:
+        # Accepted earlier, refused now: counted as rejected as well.
+        self._metrics.command_rejected(rejection.reason)
+        self.reject(rejection, topic="SendCommand", size=len(command.data))
 
     def _wake_writer(self) -> None:
         # When the queue is full the writer is busy and polls ``stopping`` anyway.
@@ -420,8 +479,8 @@ class ReaderSession:
             if not isinstance(item, Command):
                 continue
             if item.expired():
-                self.reject(Rejection("expired", "message expiry passed while queued"),
-                            topic="SendCommand", size=len(item.data))
+                self._refuse_queued(Rejection("expired", "message expiry passed while queued"),
+                                    item)
                 continue
             self._response_seen.clear()
             with self._pending_lock:
@@ -431,8 +490,8 @@ class ReaderSession:
             except TransportError:
                 with self._pending_lock:
                     self._pending.pop(item.key, None)
-                self.reject(Rejection("reader_absent", "the reader went away while writing"),
-                            topic="SendCommand", size=len(item.data))
+                self._refuse_queued(
+                    Rejection("reader_absent", "the reader went away while writing"), item)
                 continue
             self._metrics.message("out", _type_label(item.message))
             self._wait_for_response(item)
@@ -471,4 +530,4 @@ def _type_label(message: Message) -> str:
     return _TYPE_LABELS.get(message.message_type, "unknown")
 
 
-__all__ = ["ReaderIdentity", "ReaderSession", "SessionOptions"]
+__all__ = ["ReaderIdentity", "ReaderObserver", "ReaderSession", "SessionOptions"]

@@ -18,7 +18,7 @@ from bridge.backoff import Backoff
 from bridge.errors import TransportError
 from bridge.metrics import Metrics
 from bridge.mqtt.link import LinkOptions
-from bridge.session import ReaderSession, SessionOptions
+from bridge.session import ReaderObserver, ReaderSession, SessionOptions
 from bridge.transport import MMS_PRODUCT_IDS, Backend, DeviceInfo
 
 _log = structlog.get_logger("bridge.supervisor")
@@ -39,6 +39,7 @@ class Supervisor:
         boot_id: random per bridge start; tagged on every published message (MQTT v5).
         scan_interval: seconds between enumerations (hot-plug latency).
         on_change: called after a reader connects or disconnects (bridge Info refresh).
+        observers: follow every reader's connect, messages and disconnect (WebSocket endpoint).
     """
 
     def __init__(
@@ -51,6 +52,7 @@ class Supervisor:
         boot_id: str,
         scan_interval: float = 1.0,
         on_change: Callable[[], None] | None = None,
+        observers: tuple[ReaderObserver, ...] = (),
     ) -> None:
         self._backend = backend
         self._options = options
@@ -59,6 +61,7 @@ class Supervisor:
         self._boot_id = boot_id
         self._scan_interval = scan_interval
         self._on_change = on_change
+        self._observers = observers
         self._sessions: dict[str, ReaderSession] = {}
         self._retry_at: dict[str, tuple[float, Backoff]] = {}
         self._seq: dict[str, int] = {}
@@ -94,6 +97,13 @@ class Supervisor:
     def sessions(self) -> list[ReaderSession]:
         with self._lock:
             return list(self._sessions.values())
+
+    def session_for_root(self, root: str) -> ReaderSession | None:
+        """The live, identified session publishing under ``root`` (no trailing slash)."""
+        for session in self.sessions():
+            if session.alive and session.topics is not None and session.topics.root == root:
+                return session
+        return None
 
     def connected_roots(self) -> list[str]:
         return sorted(
@@ -141,6 +151,7 @@ class Supervisor:
             boot_id=self._boot_id,
             next_seq=self._next_seq,
             on_identified=self._identified,
+            observers=self._observers,
         )
         with self._lock:
             self._sessions[info.path] = session
