@@ -11,6 +11,7 @@ Stop (SIGTERM/SIGINT only set an event): stop scanning -> each reader publishes 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import signal
 import threading
@@ -25,12 +26,15 @@ import structlog
 
 from bridge import __version__
 from bridge.config import Settings
+from bridge.courier import Courier, CourierOptions
 from bridge.http import OpsServer
 from bridge.metrics import Metrics
 from bridge.mqtt.link import LinkOptions, MqttLink, Publication, TlsOptions
 from bridge.mqtt.topics import BridgeTopics
+from bridge.outbox import OutboxLimits
 from bridge.sdnotify import SystemdNotifier, watchdog_interval
 from bridge.session import SessionOptions
+from bridge.spool import Spool
 from bridge.supervisor import Supervisor
 from bridge.transport import Backend, get_backend
 
@@ -39,6 +43,9 @@ _log = structlog.get_logger("bridge.app")
 # A loop that has not turned for this long is stuck (read loops turn every read_timeout,
 # the scan loop every scan_interval).
 STUCK_AFTER: Final = 5.0
+
+# How long a clean stop waits for the outboxes to empty through the bridge's session.
+DRAIN_TIMEOUT: Final = 2.0
 
 ONLINE: Final = b"online"
 OFFLINE: Final = b"offline"
@@ -76,13 +83,22 @@ def session_options(settings: Settings) -> SessionOptions:
         friendly_names=dict(settings.topics.friendly_names),
         client_id_prefix=settings.mqtt.client_id_prefix,
         host_id=settings.topics.host_id,
-        qos_messages=settings.mqtt.qos_messages,
         qos_status=settings.mqtt.qos_status,
         read_timeout=r.read_timeout,
         max_message_size=r.max_message_size,
         command_timeout=r.command_timeout,
         identify_timeout=r.identify_timeout,
         log_messages=settings.logging.level.lower() == "debug",
+    )
+
+
+def courier_options(settings: Settings) -> CourierOptions:
+    o = settings.outbox
+    return CourierOptions(
+        limits=OutboxLimits(max_messages=o.max_messages, max_bytes=o.max_bytes, ttl=o.ttl),
+        window=o.window,
+        qos=settings.mqtt.qos_messages,
+        max_packet_size=o.max_packet_size,
     )
 
 
@@ -111,11 +127,14 @@ class BridgeApp:
         self.topics = BridgeTopics(settings.topics.bridge_prefix, settings.topics.host_id)
         self.metrics.build_info.info({"version": __version__, "host_id": settings.topics.host_id})
         options = link_options(settings)
+        self.spool = self._open_spool(settings)
+        self.courier = Courier(courier_options(settings), metrics=self.metrics, spool=self.spool)
         self.supervisor = Supervisor(
             self.backend,
             options=session_options(settings),
             link_options=options,
             metrics=self.metrics,
+            courier=self.courier,
             boot_id=self.boot_id,
             scan_interval=settings.readers.scan_interval,
             on_change=self._readers_changed,
@@ -128,12 +147,29 @@ class BridgeApp:
             births=[Publication(self.topics.status, ONLINE, qos=1, retain=True),
                     self._info_publication()],
             metrics=self.metrics,
+            on_published=self.courier.published,
+            on_ready=self.courier.link_ready,
         )
+        self.courier.set_fallback(self.link)
         self.ops: OpsServer | None = None
         if settings.metrics.enabled:
             self.ops = OpsServer(self.metrics, liveness=self.liveness, readiness=self.readiness,
                                  address=settings.metrics.address, port=settings.metrics.port)
         self._stopped = False
+
+    def _open_spool(self, settings: Settings) -> Spool | None:
+        path = settings.outbox.spool_file(os.environ)
+        if path is None:
+            self.metrics.spool_enabled.set(0)
+            return None
+
+        def failed(reason: str) -> None:
+            self.metrics.spool_failures.labels(reason.split(":", 1)[0]).inc()
+            self.metrics.spool_enabled.set(0)
+
+        spool = Spool(path, max_bytes=settings.outbox.spool_max_bytes, on_failure=failed)
+        self.metrics.spool_enabled.set(1 if spool.ok else 0)
+        return spool
 
     # -- health -------------------------------------------------------------------------------
 
@@ -167,7 +203,11 @@ class BridgeApp:
         missing = sorted(set(self.settings.readers.expected) - set(open_serials))
         if missing:
             reasons.append(f"expected readers not open: {', '.join(missing)}")
-        return (not reasons), {"reasons": reasons, "readers": sorted(open_serials)}
+        details: dict[str, object] = {"reasons": reasons, "readers": sorted(open_serials)}
+        if self.spool is not None:
+            # Degraded, not unready: the in-memory outbox still delivers.
+            details["spool"] = "ok" if self.spool.ok else f"off: {self.spool.failure}"
+        return (not reasons), details
 
     def _info_publication(self) -> Publication:
         roots = self.supervisor.connected_roots()
@@ -194,6 +234,7 @@ class BridgeApp:
                   backend=getattr(self.backend, "name", "?"))
         if self.ops is not None:
             self.ops.start()
+        self.courier.start()
         self.link.start()
         self.supervisor.start()
 
@@ -203,7 +244,17 @@ class BridgeApp:
         self._stopped = True
         _log.info("bridge_stopping")
         self.supervisor.stop()
+        # Messages taken back from the readers' sessions get a last chance on the bridge's
+        # own; whatever remains stays in the spool for the next start.
+        if self.link.ready.is_set():
+            left = self.courier.drain(DRAIN_TIMEOUT)
+            if left:
+                _log.warning("outbox_not_drained", remaining=left,
+                             spooled=self.spool is not None and self.spool.ok)
+        self.courier.stop()
         self.link.stop(final=[Publication(self.topics.status, OFFLINE, qos=1, retain=True)])
+        if self.spool is not None:
+            self.spool.close()
         if self.ops is not None:
             self.ops.stop()
         _log.info("bridge_stopped")
@@ -261,4 +312,4 @@ def run(settings: Settings, *, backend: Backend | None = None) -> int:
         return app.run(stop)
 
 
-__all__ = ["BridgeApp", "link_options", "make_backend", "run", "session_options"]
+__all__ = ["BridgeApp", "courier_options", "link_options", "make_backend", "run", "session_options"]

@@ -117,6 +117,33 @@ class ReadersSettings(_Section):
     expected: list[str] = []
 
 
+class OutboxSettings(_Section):
+    """Store-and-forward of device messages while the broker is away (bridge.courier)."""
+
+    max_messages: int = Field(default=10_000, ge=1, le=10_000_000)
+    max_bytes: int = Field(default=16 << 20, ge=1024)
+    ttl: float = Field(default=300.0, gt=0, le=86_400)
+    window: int = Field(default=16, ge=1, le=20)  # paho's own in-flight cap is 20
+    max_packet_size: int = Field(default=0, ge=0, le=268_435_460)
+    spool: Literal["auto", "on", "off"] = "auto"
+    spool_path: Path | None = None
+    spool_max_bytes: int = Field(default=64 << 20, ge=1 << 16)
+
+    def spool_file(self, environ: Mapping[str, str]) -> Path | None:
+        """Where the durable spool lives, or None when it is off. ``auto`` means on under
+        systemd (``$STATE_DIRECTORY``) or when a path is given."""
+        if self.spool == "off":
+            return None
+        if self.spool_path is not None:
+            return self.spool_path
+        state = environ.get("STATE_DIRECTORY", "").split(":")[0]
+        if state:
+            return Path(state) / "outbox.sqlite"
+        if self.spool == "on":
+            raise ConfigError("outbox.spool: 'on' needs outbox.spool_path or $STATE_DIRECTORY")
+        return None
+
+
 class LoggingSettings(_Section):
     level: str = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -145,6 +172,7 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = MqttSettings()
     topics: TopicsSettings = TopicsSettings()
     readers: ReadersSettings = ReadersSettings()
+    outbox: OutboxSettings = OutboxSettings()
     logging: LoggingSettings = LoggingSettings()
     metrics: MetricsSettings = MetricsSettings()
 
@@ -244,6 +272,10 @@ def _check_files(settings: Settings) -> None:
             raise ConfigError("mqtt.tls.cert_file and mqtt.tls.key_file go together")
     if settings.mqtt.password_file is not None:
         _read_secret(settings.mqtt.password_file, "mqtt.password_file")
+    settings.outbox.spool_file(os.environ)  # "on" without a place for it
+    spool_path = settings.outbox.spool_path
+    if spool_path is not None and not spool_path.parent.is_dir():
+        raise ConfigError(f"outbox.spool_path: directory {spool_path.parent} does not exist")
     if settings.mqtt.reconnect_max_delay < settings.mqtt.reconnect_min_delay:
         raise ConfigError("mqtt.reconnect_max_delay: must not be below reconnect_min_delay")
 
@@ -253,6 +285,7 @@ __all__ = [
     "LoggingSettings",
     "MetricsSettings",
     "MqttSettings",
+    "OutboxSettings",
     "ReadersSettings",
     "Settings",
     "TlsSettings",

@@ -107,10 +107,31 @@ class Metrics:
             f"{_NS}_mqtt_publish_failures", "MQTT publishes refused or failed (reason in the log)",
             registry=r,
         )
-        self.mqtt_queued = Gauge(
-            f"{_NS}_mqtt_queued_messages",
-            "Messages accepted but not yet acknowledged by the broker",
+
+        self.outbox_messages = Gauge(
+            f"{_NS}_outbox_messages",
+            "Device messages held for the broker (waiting or unacknowledged)",
             ["serial"], registry=r,
+        )
+        self.outbox_bytes = Gauge(
+            f"{_NS}_outbox_bytes", "Bytes held in all outboxes", registry=r,
+        )
+        self.outbox_dropped = Counter(
+            f"{_NS}_outbox_dropped",
+            "Device messages given up: full, expired, oversize, refused by the broker",
+            ["reason"], registry=r,
+        )
+        self.outbox_replayed = Counter(
+            f"{_NS}_outbox_replayed",
+            "Device messages delivered late (replayed=true): outage, replug or restart",
+            registry=r,
+        )
+        self.spool_failures = Counter(
+            f"{_NS}_spool_failures",
+            "Durable spool failures (it then stays off until restart)", ["operation"], registry=r,
+        )
+        self.spool_enabled = Gauge(
+            f"{_NS}_spool_enabled", "1 while the durable spool is in use", registry=r,
         )
 
         # Series that dashboards graph exist from the start (at 0), not from the first error.
@@ -118,6 +139,10 @@ class Metrics:
             self.framing_errors.labels(reason)
         for reason in _DEVICE_MESSAGE_REASONS:
             self.device_protocol_errors.labels(reason)
+        for reason in ("full", "expired", "oversize", "refused"):
+            self.outbox_dropped.labels(reason)
+        for operation in ("open", "write", "delete", "read"):
+            self.spool_failures.labels(operation)
 
         # Label children used per report/message, looked up once (``labels()`` takes a lock).
         self._reports_in = self.hid_reports.labels("in")

@@ -24,6 +24,7 @@ from typing import Final, Protocol
 import structlog
 
 from bridge import __version__
+from bridge.courier import Courier
 from bridge.errors import DeviceGoneError, ProtocolError, TransportError
 from bridge.intake import Command, Rejection, validate_command
 from bridge.metrics import Metrics
@@ -60,7 +61,6 @@ class SessionOptions:
     friendly_names: Mapping[str, str] = field(default_factory=dict)
     client_id_prefix: str = "magtek-bridge"
     host_id: str = "bridge"
-    qos_messages: int = 1
     qos_status: int = 1
     read_timeout: float = 0.05
     max_message_size: int = 1 << 20
@@ -108,6 +108,7 @@ class ReaderSession:
         options: SessionOptions,
         link_options: LinkOptions,
         metrics: Metrics,
+        courier: Courier,
         boot_id: str,
         next_seq: Callable[[str], int],
         on_identified: Callable[[ReaderSession], None] | None = None,
@@ -117,6 +118,7 @@ class ReaderSession:
         self.options = options
         self._link_options = link_options
         self._metrics = metrics
+        self._courier = courier
         self._boot_id = boot_id
         self._next_seq = next_seq
         self._on_identified = on_identified
@@ -194,6 +196,9 @@ class ReaderSession:
     def _shutdown(self) -> None:
         self.stopping.set()
         if self.link is not None and self.topics is not None:
+            if self.identity is not None:
+                # Unacknowledged messages go back to the outbox (another carrier sends them).
+                self._courier.detach(self.identity.serial, self.link)
             self.link.stop(final=[self._status(STATUS_DISCONNECTED)])
         if self.identity is not None:
             self._metrics.reader_connected.labels(self.identity.serial).set(0)
@@ -263,14 +268,15 @@ class ReaderSession:
             on_message=self._on_command,
             metrics=self._metrics,
             log_context={"root": identity.root},
+            on_published=self._courier.published,
+            on_ready=self._courier.link_ready,
         )
         self._metrics.reader_connected.labels(identity.serial).set(1)
         self._metrics.reader_reconnects.labels(identity.serial)
-        self._queued_gauge = self._metrics.mqtt_queued.labels(identity.serial)
-        self._queued_gauge.set(0)
         self._metrics.reader_info.labels(identity.serial, identity.model, identity.firmware).set(1)
         self._log.info("reader_identified", model=identity.model, firmware=identity.firmware)
         with self._publish_lock:
+            self._courier.attach(identity.serial, self.link)
             self.link.start()
             early, self._early = self._early, []
             for data, parsed in early:
@@ -369,9 +375,7 @@ class ReaderSession:
         if self.link.v5:
             seq = self._next_seq(self.identity.serial)
             properties = (("boot_id", self._boot_id), ("seq", str(seq)))
-        self.link.publish(self.topics.mms_message, payload, qos=self.options.qos_messages,
-                          user_properties=properties)
-        self._queued_gauge.set(self.link.queued())
+        self._courier.enqueue(self.identity.serial, self.topics.mms_message, payload, properties)
         if self._observers:
             self._notify("reader_message", payload)
         if parsed is None:

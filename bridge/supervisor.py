@@ -15,6 +15,7 @@ from typing import Final
 import structlog
 
 from bridge.backoff import Backoff
+from bridge.courier import Courier
 from bridge.errors import TransportError
 from bridge.metrics import Metrics
 from bridge.mqtt.link import LinkOptions
@@ -36,6 +37,7 @@ class Supervisor:
         options: per-reader behaviour.
         link_options: broker connection for every reader session.
         metrics: shared collectors.
+        courier: every reader's outbox; outlives sessions, so a replug loses nothing.
         boot_id: random per bridge start; tagged on every published message (MQTT v5).
         scan_interval: seconds between enumerations (hot-plug latency).
         on_change: called after a reader connects or disconnects (bridge Info refresh).
@@ -49,6 +51,7 @@ class Supervisor:
         options: SessionOptions,
         link_options: LinkOptions,
         metrics: Metrics,
+        courier: Courier,
         boot_id: str,
         scan_interval: float = 1.0,
         on_change: Callable[[], None] | None = None,
@@ -58,6 +61,7 @@ class Supervisor:
         self._options = options
         self._link_options = link_options
         self._metrics = metrics
+        self.courier = courier
         self._boot_id = boot_id
         self._scan_interval = scan_interval
         self._on_change = on_change
@@ -148,6 +152,7 @@ class Supervisor:
             options=self._options,
             link_options=self._link_options,
             metrics=self._metrics,
+            courier=self.courier,
             boot_id=self._boot_id,
             next_seq=self._next_seq,
             on_identified=self._identified,

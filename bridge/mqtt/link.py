@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -86,6 +87,65 @@ class InboundMessage:
 
 
 MessageHandler = Callable[[InboundMessage], None]
+# (link, mid, failure reason or None) once the broker acknowledged a QoS>0 publish.
+PublishedHandler = Callable[["MqttLink", int, str | None], None]
+
+
+def _varint_len(value: int) -> int:
+    length = 1
+    while value >= 128:
+        value //= 128
+        length += 1
+    return length
+
+
+def publish_packet_size(
+    topic: str,
+    payload: bytes,
+    user_properties: Sequence[tuple[str, str]] = (),
+    *,
+    qos: int = 1,
+    expiry: int | None = None,
+    correlation_data: bytes | None = None,
+) -> int:
+    """Bytes of the PUBLISH packet on the wire, to hold against the broker's maximum."""
+    properties = sum(5 + len(k.encode()) + len(v.encode()) for k, v in user_properties)
+    if expiry is not None:
+        properties += 5
+    if correlation_data is not None:
+        properties += 3 + len(correlation_data)
+    remaining = 2 + len(topic.encode()) + (2 if qos else 0) + len(payload)
+    if user_properties or expiry is not None or correlation_data is not None:
+        remaining += _varint_len(properties) + properties
+    return 1 + _varint_len(remaining) + remaining
+
+
+def describe_tls_failure(exc: BaseException) -> str | None:
+    """Say why a TLS handshake failed, in an operator's words (paho only says it failed)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        message = (exc.verify_message or str(exc)).lower()
+        if "hostname" in message or "ip address mismatch" in message:
+            return f"TLS: broker certificate does not match the host name ({exc.verify_message})"
+        if "expired" in message:
+            return "TLS: broker certificate has expired"
+        if "not yet valid" in message:
+            return "TLS: broker certificate is not yet valid (check the clock)"
+        if "self-signed" in message or "issuer" in message or "unknown ca" in message:
+            return ("TLS: broker certificate is signed by an unknown CA "
+                    f"({exc.verify_message}); check mqtt.tls.ca_file")
+        return f"TLS: broker certificate rejected ({exc.verify_message})"
+    if isinstance(exc, ssl.SSLError):
+        reason = (exc.reason or str(exc)).upper()
+        if "CERTIFICATE_REQUIRED" in reason:
+            return "TLS: the broker requires a client certificate (mqtt.tls.cert_file)"
+        if "UNKNOWN_CA" in reason or "BAD_CERTIFICATE" in reason or "CERTIFICATE_UNKNOWN" in reason:
+            return f"TLS: the broker refused our client certificate ({exc.reason})"
+        if "EXPIRED" in reason:
+            return f"TLS: the broker refused our client certificate as expired ({exc.reason})"
+        if "WRONG_VERSION_NUMBER" in reason or "RECORD_LAYER" in reason:
+            return "TLS: the broker did not answer TLS (is this a plain MQTT port?)"
+        return f"TLS: handshake failed ({exc.reason or exc})"
+    return None
 
 
 class MqttLink:
@@ -114,12 +174,18 @@ class MqttLink:
         on_message: MessageHandler | None = None,
         metrics: Metrics | None = None,
         log_context: dict[str, Any] | None = None,
+        on_published: PublishedHandler | None = None,
+        on_ready: Callable[[MqttLink], None] | None = None,
     ) -> None:
         self._options = options
         self._name = name
         self._subscriptions = list(subscriptions)
         self._births = list(births)
         self._on_message_handler = on_message
+        self._on_published = on_published
+        self._on_ready = on_ready
+        self.generation = 0  # counts successful connections
+        self.max_packet_size = 0  # the broker's limit from the MQTT v5 CONNACK; 0: none said
         self._metrics = metrics
         self._log = _log.bind(link=name, client_id=client_id, **(log_context or {}))
         self.v5 = options.protocol == "5"
@@ -155,6 +221,7 @@ class MqttLink:
         self._client.on_message = self._on_message
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_socket_open = self._on_socket_open
+        self._client.on_publish = self._on_publish
 
     def _configure_tls(self, tls: TlsOptions) -> None:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_file)
@@ -222,24 +289,39 @@ class MqttLink:
         user_properties: Sequence[tuple[str, str]] = (),
         correlation_data: bytes | None = None,
         kind: str = "message",
-    ) -> paho.MQTTMessageInfo:
-        """Queue one publish; paho keeps QoS>0 messages across a reconnect."""
+        expiry_interval: int | None = None,
+    ) -> int | None:
+        """Queue one publish; paho keeps QoS>0 messages across a reconnect.
+
+        Returns the message id (matched by ``on_published``), or None if paho refused it.
+        """
         properties: Properties | None = None
-        if self.v5 and (user_properties or correlation_data is not None):
+        if self.v5 and (user_properties or correlation_data is not None
+                        or expiry_interval is not None):
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             if user_properties:
                 properties.UserProperty = list(user_properties)
             if correlation_data is not None:
                 properties.CorrelationData = correlation_data
-        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
-        if self._metrics is not None:
-            if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            if expiry_interval is not None:
+                properties.MessageExpiryInterval = expiry_interval
+        try:
+            info = self._client.publish(topic, payload, qos=qos, retain=retain,
+                                        properties=properties)
+        except ValueError as exc:  # paho's own checks (topic, payload size)
+            self._publish_failed(topic, str(exc))
+            return None
+        if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            if self._metrics is not None:
                 self._metrics.mqtt_publishes.labels(kind).inc()
-            else:
-                self._metrics.mqtt_publish_failures.inc()
-                self._log.warning("mqtt_publish_failed", topic=topic,
-                                  error=paho.error_string(info.rc))
-        return info
+            return info.mid
+        self._publish_failed(topic, paho.error_string(info.rc))
+        return None
+
+    def _publish_failed(self, topic: str, error: str) -> None:
+        if self._metrics is not None:
+            self._metrics.mqtt_publish_failures.inc()
+        self._log.warning("mqtt_publish_failed", topic=topic, error=error)
 
     # -- paho callbacks (paho's thread) ------------------------------------------------------
 
@@ -260,6 +342,9 @@ class MqttLink:
             self._log.warning("mqtt_connect_refused", reason=str(reason_code))
             return
         self.last_error = None
+        self.generation += 1
+        announced = getattr(properties, "MaximumPacketSize", None) if properties else None
+        self.max_packet_size = int(announced) if announced else 0
         if self._ever_connected and self._metrics is not None:
             self._metrics.mqtt_reconnects.inc()
         self._log.info("mqtt_connected", reconnect=self._ever_connected)
@@ -298,6 +383,22 @@ class MqttLink:
             self.publish(birth.topic, birth.payload, qos=birth.qos, retain=birth.retain,
                          kind="status")
         self.ready.set()
+        if self._on_ready is not None:
+            self._on_ready(self)
+
+    def _on_publish(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if self._on_published is None:
+            return
+        # v5 PUBACK reason codes >= 0x80 are refusals (quota, not authorized, bad topic...).
+        failure = str(reason_code) if reason_code.is_failure else None
+        self._on_published(self, mid, failure)
 
     def _on_disconnect(
         self,
@@ -322,8 +423,21 @@ class MqttLink:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
-        self.last_error = f"cannot connect to {self._options.host}:{self._options.port}"
-        self._log.debug("mqtt_connect_failed", host=self._options.host, port=self._options.port)
+        # paho calls this inside its ``except OSError`` block: the exception is still there.
+        exc = sys.exc_info()[1]
+        reason = describe_tls_failure(exc) if exc is not None else None
+        where = f"{self._options.host}:{self._options.port}"
+        if reason is not None:
+            error = f"{reason} [{where}]"
+            if error != self.last_error:
+                self._log.error("mqtt_tls_failed", reason=reason, host=self._options.host,
+                                port=self._options.port)
+            self.last_error = error
+            return
+        detail = f": {exc}" if exc is not None else ""
+        self.last_error = f"cannot connect to {where}{detail}"
+        self._log.debug("mqtt_connect_failed", host=self._options.host, port=self._options.port,
+                        error=str(exc) if exc is not None else None)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         handler = self._on_message_handler
@@ -349,4 +463,12 @@ class MqttLink:
             self._log.exception("mqtt_handler_failed", topic=message.topic)
 
 
-__all__ = ["InboundMessage", "LinkOptions", "MqttLink", "Publication", "TlsOptions"]
+__all__ = [
+    "InboundMessage",
+    "LinkOptions",
+    "MqttLink",
+    "Publication",
+    "TlsOptions",
+    "describe_tls_failure",
+    "publish_packet_size",
+]

@@ -1,0 +1,225 @@
+"""Per-reader store-and-forward queue of device messages waiting for the broker's ack.
+
+Pure bookkeeping, no I/O of its own (the spool, if any, is injected): ``Courier`` decides when
+to publish. Bounded by count and bytes (the oldest entry goes first) and by age (a transaction
+result delivered hours late is harmful). Every drop is reported through ``on_drop`` with a
+closed reason, so nothing disappears silently.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Final, Protocol
+
+DEFAULT_TTL: Final = 300.0
+
+
+class DropReason(StrEnum):
+    FULL = "full"  # bound reached: the oldest entry made room
+    EXPIRED = "expired"  # older than its time-to-live
+    OVERSIZE = "oversize"  # larger than the broker accepts
+    REFUSED = "refused"  # the broker acknowledged with a failure reason code
+
+
+@dataclass(slots=True)
+class Entry:
+    """One device message on its way to the broker."""
+
+    serial: str
+    topic: str
+    payload: bytes
+    user_properties: tuple[tuple[str, str], ...]
+    created: float  # wall clock (time.time()): it has to survive a restart via the spool
+    replayed: bool = False  # not delivered live: held through an outage, a replug or a restart
+    spool_id: int | None = None
+    # (id of the carrier link, its connection generation) when accepted live; a message sent
+    # on any other connection arrives late and is marked replayed.
+    origin: tuple[int, int] = field(default=(0, -1))
+
+    @property
+    def size(self) -> int:
+        return len(self.payload) + len(self.topic)
+
+    def remaining_ttl(self, ttl: float, now: float) -> float:
+        return ttl - (now - self.created)
+
+    def expiry_interval(self, ttl: float, now: float) -> int:
+        """MQTT v5 message expiry matching what is left of the time-to-live (>= 1 s)."""
+        return max(1, math.ceil(self.remaining_ttl(ttl, now)))
+
+
+class SpoolWriter(Protocol):
+    """What the outbox needs from a durable spool (``bridge.spool.Spool``)."""
+
+    def add(self, entry: Entry) -> None: ...
+
+    def remove(self, entries: Iterable[Entry]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxLimits:
+    max_messages: int = 10_000
+    max_bytes: int = 16 << 20
+    ttl: float = DEFAULT_TTL
+
+
+DropHandler = Callable[[Entry, DropReason], None]
+
+
+class Outbox:
+    """FIFO of entries not yet acknowledged, oldest first. Thread-safe.
+
+    Entries stay here while in flight (handed to MQTT, no ack yet) so that the bounds cover
+    everything we hold, and so that a lost connection can hand them back in order.
+    """
+
+    def __init__(
+        self,
+        serial: str,
+        limits: OutboxLimits,
+        *,
+        spool: SpoolWriter | None = None,
+        on_drop: DropHandler | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.serial = serial
+        self.limits = limits
+        self._spool = spool
+        self._on_drop = on_drop
+        self._clock = clock
+        self._entries: deque[Entry] = deque()
+        self._in_flight = 0  # the first ``_in_flight`` entries have been handed out
+        self._bytes = 0
+        self.lock = threading.RLock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def put(self, entry: Entry, *, spool: bool = True) -> None:
+        """Append, spooling it first, and make room by dropping the oldest waiting entries."""
+        with self.lock:
+            if spool and self._spool is not None and entry.spool_id is None:
+                self._spool.add(entry)
+            self._entries.append(entry)
+            self._bytes += entry.size
+            self._enforce_bounds()
+
+    def _enforce_bounds(self) -> None:
+        # In-flight entries are the broker's business now: only waiting ones are dropped.
+        limits = self.limits
+        while (
+            len(self._entries) > self._in_flight + 1
+            and (len(self._entries) > limits.max_messages or self._bytes > limits.max_bytes)
+        ):
+            victim = self._entries[self._in_flight]
+            del self._entries[self._in_flight]
+            self._discard(victim, DropReason.FULL)
+
+    def _discard(self, entry: Entry, reason: DropReason) -> None:
+        self._bytes -= entry.size
+        if self._spool is not None and entry.spool_id is not None:
+            self._spool.remove((entry,))
+        if self._on_drop is not None:
+            self._on_drop(entry, reason)
+
+    def next_to_send(self) -> Entry | None:
+        """The oldest entry not yet in flight, after dropping expired ones; marks it in flight."""
+        with self.lock:
+            now = self._clock()
+            while self._in_flight < len(self._entries):
+                entry = self._entries[self._in_flight]
+                if entry.remaining_ttl(self.limits.ttl, now) <= 0:
+                    del self._entries[self._in_flight]
+                    self._discard(entry, DropReason.EXPIRED)
+                    continue
+                self._in_flight += 1
+                return entry
+            return None
+
+    def waiting(self) -> int:
+        with self.lock:
+            return len(self._entries) - self._in_flight
+
+    def complete(self, entry: Entry, *, dropped: DropReason | None = None) -> None:
+        """The broker acknowledged ``entry`` (or refused it: ``dropped``); forget it."""
+        with self.lock:
+            for index in range(self._in_flight):
+                if self._entries[index] is entry:
+                    del self._entries[index]
+                    self._in_flight -= 1
+                    break
+            else:
+                return
+            if dropped is not None:
+                self._discard(entry, dropped)
+                return
+            self._bytes -= entry.size
+            if self._spool is not None and entry.spool_id is not None:
+                self._spool.remove((entry,))
+
+    def complete_many(self, entries: list[Entry]) -> None:
+        """Several acknowledgements at once: one spool transaction."""
+        with self.lock:
+            done = {id(e) for e in entries}
+            kept: deque[Entry] = deque()
+            removed: list[Entry] = []
+            for index, entry in enumerate(self._entries):
+                if index < self._in_flight and id(entry) in done:
+                    removed.append(entry)
+                else:
+                    kept.append(entry)
+            self._entries = kept
+            self._in_flight -= len(removed)
+            self._bytes -= sum(e.size for e in removed)
+            spooled = [e for e in removed if e.spool_id is not None]
+            if spooled and self._spool is not None:
+                self._spool.remove(spooled)
+
+    def return_in_flight(self) -> int:
+        """The carrier went away unacknowledged: everything in flight waits again, in order,
+        and will be marked replayed. Returns how many came back."""
+        with self.lock:
+            count = self._in_flight
+            for index in range(count):
+                self._entries[index].replayed = True
+            self._in_flight = 0
+            return count
+
+    def mark_waiting_replayed(self) -> None:
+        """Held through an outage: whatever is waiting now will not be live when it arrives."""
+        with self.lock:
+            for index in range(self._in_flight, len(self._entries)):
+                self._entries[index].replayed = True
+
+    def expire(self) -> int:
+        """Drop waiting entries past their time-to-live (also done lazily when sending)."""
+        with self.lock:
+            now = self._clock()
+            dropped = 0
+            index = self._in_flight
+            while index < len(self._entries):
+                entry = self._entries[index]
+                if entry.remaining_ttl(self.limits.ttl, now) <= 0:
+                    del self._entries[index]
+                    self._discard(entry, DropReason.EXPIRED)
+                    dropped += 1
+                else:
+                    index += 1
+            return dropped
+
+
+__all__ = ["DEFAULT_TTL", "DropReason", "Entry", "Outbox", "OutboxLimits", "SpoolWriter"]
