@@ -1,0 +1,62 @@
+"""publish_packet_size against what paho really writes, and TLS failure wording."""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from bridge.mqtt.link import describe_tls_failure, publish_packet_size
+
+
+def _paho_size(topic: str, payload: bytes, props: list[tuple[str, str]], expiry: int | None,
+               qos: int) -> int:
+    # Encode the packet as paho does for MQTT v5 (fixed header + variable header + payload).
+    properties = Properties(PacketTypes.PUBLISH)
+    if props:
+        properties.UserProperty = props
+    if expiry is not None:
+        properties.MessageExpiryInterval = expiry
+    packed = properties.pack() if (props or expiry is not None) else b""
+    remaining = 2 + len(topic.encode()) + (2 if qos else 0) + len(packed) + len(payload)
+    header = bytearray()
+    value = remaining
+    while True:
+        byte, value = value % 128, value // 128
+        header.append(byte | (0x80 if value else 0))
+        if not value:
+            break
+    return 1 + len(header) + remaining
+
+
+@pytest.mark.parametrize("size", [0, 10, 200, 20_000, 3_000_000])
+@pytest.mark.parametrize("with_props", [False, True])
+def test_size_matches_encoding(size, with_props):
+    topic = "MagTek/Device/DynaFlexII/B123456/MMSMessage"
+    payload = b"A" * size
+    props = [("boot_id", "0123456789abcdef"), ("seq", "42"), ("replayed", "true")]
+    expiry = 290 if with_props else None
+    expected = _paho_size(topic, payload, props if with_props else [], expiry, 1)
+    got = publish_packet_size(topic, payload, props if with_props else (), qos=1, expiry=expiry)
+    assert got == expected
+
+
+def test_tls_descriptions():
+    unknown = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    unknown.verify_message = "unable to get local issuer certificate"
+    assert "unknown CA" in describe_tls_failure(unknown)
+    mismatch = ssl.SSLCertVerificationError(1, "x")
+    mismatch.verify_message = "Hostname mismatch, certificate is not valid for 'example'."
+    assert "host name" in describe_tls_failure(mismatch)
+    expired = ssl.SSLCertVerificationError(1, "x")
+    expired.verify_message = "certificate has expired"
+    assert "expired" in describe_tls_failure(expired)
+    required = ssl.SSLError(1, "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] alert")
+    required.reason = "TLSV13_ALERT_CERTIFICATE_REQUIRED"
+    assert "requires a client certificate" in describe_tls_failure(required)
+    refused = ssl.SSLError(1, "x")
+    refused.reason = "SSLV3_ALERT_BAD_CERTIFICATE"
+    assert "refused our client certificate" in describe_tls_failure(refused)
+    assert describe_tls_failure(ConnectionRefusedError()) is None

@@ -1,0 +1,158 @@
+"""Outbox bookkeeping: order, bounds, time-to-live, in-flight hand-back, spool calls."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.outbox import DropReason, Entry, Outbox, OutboxLimits
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class RecordingSpool:
+    def __init__(self) -> None:
+        self.rows: dict[int, Entry] = {}
+        self._next = 0
+
+    def add(self, entry: Entry) -> None:
+        self._next += 1
+        entry.spool_id = self._next
+        self.rows[self._next] = entry
+
+    def remove(self, entries) -> None:
+        for entry in entries:
+            self.rows.pop(entry.spool_id, None)
+
+
+def _entry(n: int, clock: Clock, size: int = 10) -> Entry:
+    return Entry(serial="S1", topic="t", payload=bytes([n % 256]) * size,
+                 user_properties=(("seq", str(n)),), created=clock.now)
+
+
+def _make(limits: OutboxLimits, spool=None):
+    clock = Clock()
+    drops: list[tuple[str, DropReason]] = []
+    box = Outbox("S1", limits, spool=spool, clock=clock,
+                 on_drop=lambda e, r: drops.append((dict(e.user_properties)["seq"], r)))
+    return box, clock, drops
+
+
+def _seq(entry: Entry) -> str:
+    return dict(entry.user_properties)["seq"]
+
+
+def test_fifo_order_and_in_flight_window():
+    box, clock, drops = _make(OutboxLimits())
+    entries = [_entry(n, clock) for n in range(5)]
+    for e in entries:
+        box.put(e)
+    first, second = box.next_to_send(), box.next_to_send()
+    assert (_seq(first), _seq(second)) == ("0", "1")
+    assert box.in_flight == 2 and box.waiting() == 3
+    box.complete(first)
+    assert len(box) == 4 and box.in_flight == 1
+    assert drops == []
+
+
+def test_full_by_count_drops_oldest_waiting_not_in_flight():
+    box, clock, drops = _make(OutboxLimits(max_messages=3))
+    for n in range(3):
+        box.put(_entry(n, clock))
+    in_flight = box.next_to_send()
+    box.put(_entry(3, clock))
+    box.put(_entry(4, clock))
+    assert _seq(in_flight) == "0"
+    assert drops == [("1", DropReason.FULL), ("2", DropReason.FULL)]
+    remaining = [_seq(box.next_to_send()) for _ in range(2)]
+    assert remaining == ["3", "4"]
+
+
+def test_full_by_bytes():
+    box, clock, drops = _make(OutboxLimits(max_bytes=35))
+    for n in range(4):
+        box.put(_entry(n, clock, size=9))  # 10 bytes each with the topic
+    assert [r for _, r in drops] == [DropReason.FULL]
+    assert box.bytes == 30
+
+
+def test_expired_entries_are_dropped_when_sending_and_by_expire():
+    box, clock, drops = _make(OutboxLimits(ttl=10))
+    box.put(_entry(0, clock))
+    clock.now += 5
+    box.put(_entry(1, clock))
+    clock.now += 6  # entry 0 is 11 s old, entry 1 is 6 s old
+    sent = box.next_to_send()
+    assert _seq(sent) == "1"
+    assert drops == [("0", DropReason.EXPIRED)]
+    box.put(_entry(2, clock))
+    clock.now += 11
+    assert box.expire() == 1
+    assert drops[-1] == ("2", DropReason.EXPIRED)
+    assert len(box) == 1  # the in-flight one stays: the broker has it
+
+
+def test_expiry_interval_matches_remaining_ttl():
+    clock = Clock()
+    entry = _entry(0, clock)
+    clock.now += 100.4
+    assert entry.expiry_interval(300, clock.now) == 200
+    clock.now += 199.9
+    assert entry.expiry_interval(300, clock.now) == 1  # never 0: that would mean "no expiry"
+
+
+def test_return_in_flight_puts_them_back_first_and_marks_replayed():
+    box, clock, _ = _make(OutboxLimits())
+    for n in range(4):
+        box.put(_entry(n, clock))
+    sent = [box.next_to_send() for _ in range(2)]
+    assert box.return_in_flight() == 2
+    assert all(e.replayed for e in sent)
+    again = [_seq(box.next_to_send()) for _ in range(4)]
+    assert again == ["0", "1", "2", "3"]
+
+
+def test_refused_completion_counts_a_drop():
+    box, clock, drops = _make(OutboxLimits())
+    box.put(_entry(7, clock))
+    entry = box.next_to_send()
+    box.complete(entry, dropped=DropReason.OVERSIZE)
+    assert drops == [("7", DropReason.OVERSIZE)] and len(box) == 0 and box.bytes == 0
+
+
+def test_spool_rows_follow_entries():
+    spool = RecordingSpool()
+    box, clock, _ = _make(OutboxLimits(max_messages=2), spool=spool)
+    for n in range(3):
+        box.put(_entry(n, clock))
+    assert sorted(_seq(e) for e in spool.rows.values()) == ["1", "2"]
+    a, b = box.next_to_send(), box.next_to_send()
+    box.complete_many([a, b])
+    assert spool.rows == {} and len(box) == 0
+
+
+def test_put_without_spooling_keeps_existing_row_id():
+    spool = RecordingSpool()
+    box, clock, _ = _make(OutboxLimits(), spool=spool)
+    entry = _entry(1, clock)
+    entry.spool_id = 99
+    box.put(entry, spool=False)
+    assert spool.rows == {}
+    box.complete(box.next_to_send())
+    assert entry.spool_id == 99
+
+
+@pytest.mark.parametrize("count", [1, 50])
+def test_complete_many_keeps_order_of_the_rest(count):
+    box, clock, _ = _make(OutboxLimits())
+    for n in range(count + 3):
+        box.put(_entry(n, clock))
+    sent = [box.next_to_send() for _ in range(count)]
+    box.complete_many(sent[::-1])
+    assert [_seq(box.next_to_send()) for _ in range(3)] == [str(count), str(count + 1),
+                                                             str(count + 2)]
