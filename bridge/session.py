@@ -258,7 +258,7 @@ class ReaderSession:
         self._log = self._log.bind(root=identity.root, serial=identity.serial)
         self.connected_since = datetime.now(UTC)
         o = self.options
-        self.link = MqttLink(
+        link = MqttLink(
             self._link_options,
             client_id=f"{o.client_id_prefix}-{o.host_id}-{identity.model}-{identity.serial}",
             name="reader",
@@ -275,9 +275,12 @@ class ReaderSession:
         self._metrics.reader_reconnects.labels(identity.serial)
         self._metrics.reader_info.labels(identity.serial, identity.model, identity.firmware).set(1)
         self._log.info("reader_identified", model=identity.model, firmware=identity.firmware)
+        # The read thread publishes directly once ``self.link`` is set: set it under the lock,
+        # after the early messages, so they keep their place in the order.
         with self._publish_lock:
-            self._courier.attach(identity.serial, self.link)
-            self.link.start()
+            self.link = link
+            self._courier.attach(identity.serial, link)
+            link.start()
             early, self._early = self._early, []
             for data, parsed in early:
                 self._publish_device_message(data, parsed)

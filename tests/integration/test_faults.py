@@ -20,7 +20,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 SERIAL = "B550001"
 ROOT = f"MagTek/Device/DynaFlexII/{SERIAL}"
-PERSISTENT = "persistence true\npersistence_location {dir}/\nautosave_interval 0\n"
+# Mosquitto drops QoS 1 messages beyond max_queued_messages (1000) per subscriber.
+PERSISTENT = (
+    "persistence true\npersistence_location {dir}/\nautosave_interval 0\n"
+    "max_queued_messages 100000\n"
+)
 
 
 def numbered(n: int) -> bytes:
