@@ -135,17 +135,38 @@ def describe_tls_failure(exc: BaseException) -> str | None:
                     f"({exc.verify_message}); check mqtt.tls.ca_file")
         return f"TLS: broker certificate rejected ({exc.verify_message})"
     if isinstance(exc, ssl.SSLError):
-        reason = (exc.reason or str(exc)).upper()
+        return describe_tls_alert(f"{exc.reason or ''} {exc}")
+    return None
+
+
+def describe_tls_alert(text: str) -> str | None:
+    """The same for an SSL error known only by its text: with TLS 1.3 the broker refuses a
+    client certificate after the handshake, and paho only logs what the next read raised."""
+    reason = text.upper()
+    if "SSL" in reason or "TLS" in reason:
         if "CERTIFICATE_REQUIRED" in reason:
             return "TLS: the broker requires a client certificate (mqtt.tls.cert_file)"
         if "UNKNOWN_CA" in reason or "BAD_CERTIFICATE" in reason or "CERTIFICATE_UNKNOWN" in reason:
-            return f"TLS: the broker refused our client certificate ({exc.reason})"
+            return f"TLS: the broker refused our client certificate ({text.strip()})"
         if "EXPIRED" in reason:
-            return f"TLS: the broker refused our client certificate as expired ({exc.reason})"
-        if "WRONG_VERSION_NUMBER" in reason or "RECORD_LAYER" in reason:
-            return "TLS: the broker did not answer TLS (is this a plain MQTT port?)"
-        return f"TLS: handshake failed ({exc.reason or exc})"
+            return f"TLS: the broker refused our client certificate as expired ({text.strip()})"
+        if ("WRONG_VERSION_NUMBER" in reason or "RECORD_LAYER" in reason
+                or "UNEXPECTED_EOF" in reason or "EOF OCCURRED" in reason):
+            return ("TLS: the broker closed or did not answer the TLS handshake "
+                    "(a plain MQTT port?)")
+        return f"TLS: handshake failed ({text.strip()})"
     return None
+
+
+class _TrackingContext(ssl.SSLContext):
+    """Remembers the socket it wrapped last: when a handshake fails inside paho's connect,
+    paho drops that socket without closing it, leaking a descriptor on every retry."""
+
+    last: ssl.SSLSocket | None = None
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        self.last = super().wrap_socket(*args, **kwargs)
+        return self.last
 
 
 class MqttLink:
@@ -184,6 +205,7 @@ class MqttLink:
         self._on_message_handler = on_message
         self._on_published = on_published
         self._on_ready = on_ready
+        self._tls_context: _TrackingContext | None = None
         self.generation = 0  # counts successful connections
         self.max_packet_size = 0  # the broker's limit from the MQTT v5 CONNACK; 0: none said
         self._metrics = metrics
@@ -222,13 +244,20 @@ class MqttLink:
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_socket_open = self._on_socket_open
         self._client.on_publish = self._on_publish
+        self._client.on_log = self._on_log
+        self._paho_error: str | None = None
 
     def _configure_tls(self, tls: TlsOptions) -> None:
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_file)
+        context = _TrackingContext(ssl.PROTOCOL_TLS_CLIENT)
+        if tls.ca_file:
+            context.load_verify_locations(cafile=tls.ca_file)
+        else:
+            context.load_default_certs(ssl.Purpose.SERVER_AUTH)
         if tls.cert_file:
             context.load_cert_chain(tls.cert_file, tls.key_file, password=tls.key_password)
         context.check_hostname = tls.check_hostname
         self._client.tls_set_context(context)
+        self._tls_context = context
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -337,6 +366,8 @@ class MqttLink:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
+        if self._tls_context is not None:
+            self._tls_context.last = None  # paho's live socket now: never ours to close
         if reason_code.is_failure:
             self.last_error = f"broker refused the connection: {reason_code}"
             self._log.warning("mqtt_connect_refused", reason=str(reason_code))
@@ -412,9 +443,22 @@ class MqttLink:
         if self.connected.is_set():
             self.connected.clear()
             self._gauge(-1)
-        if not self._stopping:
+        tls_reason = None
+        if self._options.tls is not None and self._paho_error is not None:
+            tls_reason = describe_tls_alert(self._paho_error)
+        self._paho_error = None
+        if tls_reason is not None and not self._stopping:
+            if tls_reason != self.last_error:
+                self._log.error("mqtt_tls_failed", reason=tls_reason)
+            self.last_error = tls_reason
+        elif not self._stopping:
             self.last_error = f"connection lost: {reason_code}"
             self._log.warning("mqtt_disconnected", reason=str(reason_code))
+
+    def _on_log(self, client: paho.Client, userdata: Any, level: int, text: str) -> None:
+        # paho reports socket errors (e.g. a TLS alert) only here, before on_disconnect.
+        if level == paho.MQTT_LOG_ERR:
+            self._paho_error = text
 
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         # paho leaves Nagle's algorithm on: a small publish then waits for the broker's
@@ -425,7 +469,16 @@ class MqttLink:
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         # paho calls this inside its ``except OSError`` block: the exception is still there.
         exc = sys.exc_info()[1]
+        context = self._tls_context
+        if context is not None and context.last is not None:
+            with contextlib.suppress(OSError):
+                context.last.close()
+            context.last = None
         reason = describe_tls_failure(exc) if exc is not None else None
+        if reason is None and self._options.tls is not None and isinstance(
+                exc, ConnectionResetError | BrokenPipeError):
+            reason = ("TLS: the broker closed the connection during the TLS handshake "
+                      "(a plain MQTT port, or it refused us)")
         where = f"{self._options.host}:{self._options.port}"
         if reason is not None:
             error = f"{reason} [{where}]"
@@ -469,6 +522,7 @@ __all__ = [
     "MqttLink",
     "Publication",
     "TlsOptions",
+    "describe_tls_alert",
     "describe_tls_failure",
     "publish_packet_size",
 ]

@@ -55,7 +55,8 @@ def _first_boot_numbers(consumer: DurableConsumer) -> tuple[str, list[int]]:
     return first_boot, [d.number for d in unique if d.boot_id == first_boot]
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL],
+                         ids=["sigterm", "sigkill"])
 def test_spool_survives_bridge_restart_during_outage(broker_factory, tmp_path, stop_signal):
     store = tmp_path / "mosq-store"
     store.mkdir()
