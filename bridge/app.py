@@ -28,9 +28,10 @@ from bridge import __version__
 from bridge.config import Settings
 from bridge.courier import Courier, CourierOptions
 from bridge.http import OpsServer
+from bridge.intake import Rejection
 from bridge.metrics import Metrics
-from bridge.mqtt.link import LinkOptions, MqttLink, Publication, TlsOptions
-from bridge.mqtt.topics import BridgeTopics
+from bridge.mqtt.link import InboundMessage, LinkOptions, MqttLink, Publication, TlsOptions
+from bridge.mqtt.topics import BridgeTopics, ReaderTopics, parse_send_command_topic
 from bridge.outbox import OutboxLimits
 from bridge.sdnotify import SystemdNotifier, watchdog_interval
 from bridge.session import SessionOptions
@@ -146,6 +147,8 @@ class BridgeApp:
             will=Publication(self.topics.status, OFFLINE, qos=1, retain=True),
             births=[Publication(self.topics.status, ONLINE, qos=1, retain=True),
                     self._info_publication()],
+            subscriptions=[(f"{settings.topics.prefix}+/+/SendCommand", 1)],
+            on_message=self._command_without_reader,
             metrics=self.metrics,
             on_published=self.courier.published,
             on_ready=self.courier.link_ready,
@@ -221,6 +224,31 @@ class BridgeApp:
             "readers": roots,
         }
         return Publication(self.topics.info, json.dumps(info).encode(), qos=1, retain=True)
+
+    def _command_without_reader(self, inbound: InboundMessage) -> None:
+        """Commands are never stored: one for a reader of ours that is gone (unplugged, or its
+        MQTT session down) is refused on its ``Error`` topic at once. Roots we never served are
+        left alone: another bridge on the same broker may own them."""
+        root = parse_send_command_topic(self.settings.topics.prefix, inbound.topic)
+        if root is None or inbound.retain or not self.supervisor.known_root(root):
+            return
+        session = self.supervisor.session_for_root(root)
+        if session is not None and session.link is not None and session.link.ready.is_set():
+            return  # the reader's own session has it
+        rejection = Rejection("reader_absent", "the reader is not connected; nothing was stored")
+        self.metrics.command_rejected(rejection.reason)
+        _log.warning("command_rejected", reason=rejection.reason, topic=inbound.topic,
+                     size=len(inbound.payload))
+        body = {
+            "error": "command_rejected",
+            "reason": rejection.reason,
+            "detail": rejection.detail,
+            "topic": inbound.topic,
+            "size": len(inbound.payload),
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        }
+        self.link.publish(ReaderTopics.for_root(root).error, json.dumps(body).encode(), qos=1,
+                          kind="error", correlation_data=inbound.correlation_data)
 
     def _readers_changed(self) -> None:
         info = self._info_publication()

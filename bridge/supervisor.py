@@ -70,6 +70,7 @@ class Supervisor:
         self._retry_at: dict[str, tuple[float, Backoff]] = {}
         self._seq: dict[str, int] = {}
         self._seen_serials: set[str] = set()
+        self._known_roots: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -108,6 +109,11 @@ class Supervisor:
             if session.alive and session.topics is not None and session.topics.root == root:
                 return session
         return None
+
+    def known_root(self, root: str) -> bool:
+        """Has a reader of ours published under ``root`` since this bridge started?"""
+        with self._lock:
+            return root in self._known_roots
 
     def connected_roots(self) -> list[str]:
         return sorted(
@@ -193,6 +199,8 @@ class Supervisor:
             if serial in self._seen_serials:
                 self._metrics.reader_reconnects.labels(serial).inc()
             self._seen_serials.add(serial)
+            if session.topics is not None:
+                self._known_roots.add(session.topics.root)
         self._retry_at.pop(session.info.path, None)
         if self._on_change is not None:
             self._on_change()

@@ -263,8 +263,10 @@ class MqttLink:
 
     def start(self) -> None:
         """Connect in the background; paho retries until the broker answers."""
+        # paho pings after one idle keepalive and gives up one keepalive later: half the
+        # configured value makes it a bound on noticing a dead (black-holed) connection.
         self._client.connect_async(
-            self._options.host, self._options.port, keepalive=self._options.keepalive
+            self._options.host, self._options.port, keepalive=max(1, self._options.keepalive // 2)
         )
         self._client.loop_start()
 

@@ -6,15 +6,18 @@ alone with ``pytest -m faults -s``.
 
 from __future__ import annotations
 
+import json
+import random
 import threading
 import time
 
 import pytest
 
-from bridge.mms import build_notification
+from bridge.mms import build_notification, commands, packetize, parse_message
 from bridge.transport.simulated import SimulatedBus
 from tests.integration.harness import running_bridge, wait_until
 from tests.integration.support.consumer import DurableConsumer
+from tests.integration.support.proxy import BlackHoleProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -173,3 +176,212 @@ def test_oversize_message_is_dropped_and_does_not_jam_the_rest(broker_factory, t
             report("oversize", sent=3, delivered=2, dropped_oversize=1)
     finally:
         consumer.close()
+
+
+def test_network_partition_noticed_within_keepalive_and_healed(broker_factory, tmp_path):
+    broker = persistent_broker(broker_factory, tmp_path)
+    consumer = DurableConsumer(broker.host, broker.port, f"{ROOT}/MMSMessage")
+    proxy = BlackHoleProxy(broker.port)
+    bus = SimulatedBus(count=1, serials=[SERIAL], auto_present=None)
+    keepalive = 5
+    try:
+        with running_bridge(broker, bus=bus, mqtt={"port": proxy.port,
+                                                   "keepalive": keepalive}) as (app, _):
+            assert wait_until(lambda: connected(app), 10)
+            reader = bus.readers[0]
+            for n in range(20):
+                reader.emit_message(numbered(n))
+            assert consumer.wait_for_count(20, 10)
+            proxy.blackhole()
+            cut_at = time.monotonic()
+            n = 20
+            while connected(app) and time.monotonic() - cut_at < 4 * keepalive:
+                reader.emit_message(numbered(n))
+                n += 1
+                time.sleep(0.1)
+            noticed_after = time.monotonic() - cut_at
+            # The configured keepalive bounds detection (plus a poll interval of slack).
+            assert noticed_after <= keepalive + 1, noticed_after
+            for _ in range(20):
+                reader.emit_message(numbered(n))
+                n += 1
+            proxy.heal()
+            assert consumer.wait_for_count(n, 30), f"{len(consumer.unique())} of {n}"
+            assert_in_order_once(consumer, list(range(n)))
+            report("network partition", sent=n, delivered=len(consumer.unique()),
+                   noticed_after_s=round(noticed_after, 1), keepalive_s=keepalive,
+                   duplicates=len(consumer.deliveries) - len(consumer.unique()))
+    finally:
+        consumer.close()
+        proxy.close()
+
+
+def test_unplug_in_the_middle_of_a_multi_packet_message(broker, probe_factory):
+    bus = SimulatedBus(count=1, serials=[SERIAL], auto_present=None)
+    with running_bridge(broker, bus=bus) as (app, _):
+        probe = probe_factory(f"{ROOT}/MMSMessage", f"{ROOT}/Status")
+        probe.expect_retained(f"{ROOT}/Status", b"connected", timeout=10)
+        reader = bus.readers[0]
+        long_message = build_notification(0x1001, (1).to_bytes(4, "big"),
+                                          payload=b"\xc1\x81\xc8" + b"\x5a" * 200)
+        reports = packetize(long_message, 64)
+        assert len(reports) >= 3
+        before = sample(app, "magtek_bridge_hid_reports_total", direction="in")
+        for report_bytes in reports[:2]:  # head and one middle, never the tail
+            reader.emit_raw_report(report_bytes)
+        assert wait_until(lambda: sample(app, "magtek_bridge_hid_reports_total",
+                                         direction="in") >= before + 2, 5)
+        bus.unplug(0)
+        probe.wait_for(lambda m: m.topic == f"{ROOT}/Status" and m.payload == b"disconnected",
+                       timeout=5)
+        assert wait_until(lambda: sample(app, "magtek_bridge_framing_errors_total",
+                                         reason="abandoned") == 1, 5)
+        bus.replug(0)
+        probe.wait_for(lambda m: m.topic == f"{ROOT}/Status" and m.payload == b"connected",
+                       timeout=10)
+        reader.emit_message(long_message)
+        got = probe.wait_for(f"{ROOT}/MMSMessage", timeout=5)
+        assert bytes.fromhex(got.payload.decode()) == long_message
+        report("unplug mid-message", partial_dropped=1, next_message_intact=True)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def _rejected(app) -> float:
+    return sum(
+        s.value for m in app.metrics.registry.collect() if m.name == "magtek_bridge_commands"
+        for s in m.samples
+        if s.name.endswith("_total") and s.labels.get("outcome") == "rejected")
+
+
+def test_flood_of_malformed_reports_and_garbage_commands(broker, probe_factory):
+    bus = SimulatedBus(count=1, serials=[SERIAL], auto_present=None)
+    rng = random.Random(5)
+    with running_bridge(broker, bus=bus) as (app, _):
+        probe = probe_factory(f"{ROOT}/Status", f"{ROOT}/Error")
+        probe.expect_retained(f"{ROOT}/Status", b"connected", timeout=10)
+        reader = bus.readers[0]
+        rss_before = _rss_mb()
+        reports_before = sample(app, "magtek_bridge_hid_reports_total", direction="in")
+        for _ in range(10):
+            for _ in range(10_000):
+                reader.emit_raw_report(rng.randbytes(64))
+            assert wait_until(lambda: not reader._out, 30)
+        assert wait_until(lambda: sample(app, "magtek_bridge_hid_reports_total", direction="in")
+                          >= reports_before + 100_000, 30)
+        framing = sum(
+            s.value for m in app.metrics.registry.collect()
+            if m.name == "magtek_bridge_framing_errors" for s in m.samples
+            if s.name.endswith("_total"))
+        assert framing > 0
+
+        garbage: list[bytes] = []
+        for i in range(10_000):
+            kind = i % 4
+            if kind == 0:
+                garbage.append(b"not hex at all %d" % i)
+            elif kind == 1:
+                garbage.append(b"AA00" + b"ZZ" * 8)
+            elif kind == 2:
+                garbage.append(rng.randbytes(rng.randrange(1, 300)))
+            else:
+                garbage.append(b"%04X" % i)  # hex, but no MMS message
+        rejected_before = _rejected(app)
+        for payload in garbage:
+            probe.client.publish(f"{ROOT}/SendCommand", payload, qos=0)
+        for i in range(100):  # wrong topics: never ours, never a crash
+            probe.client.publish(f"{ROOT}/SendCommand/extra{i}", b"AA", qos=0)
+            probe.client.publish(f"{ROOT}/sendcommand", b"AA", qos=0)
+        huge = b"A" * (4 << 20)  # over the bridge's size cap, under Mosquitto's default
+        probe.publish(f"{ROOT}/SendCommand", huge)
+
+        def rejected() -> float:
+            return _rejected(app) - rejected_before
+
+        assert wait_until(lambda: rejected() >= 10_001, 60), rejected()
+        rss_growth = _rss_mb() - rss_before
+        assert rss_growth < 100, rss_growth
+        # Still serving: a real command round trip after the flood.
+        response_probe = probe_factory(f"{ROOT}/MMSMessage")
+        response_probe.publish(f"{ROOT}/SendCommand",
+                               commands.get_serial_number(0x42).hex().encode())
+        response_probe.wait_for(
+            lambda m: parse_message(bytes.fromhex(m.payload.decode())).command_id == 0xD101,
+            timeout=10)
+        report("floods", malformed_reports=100_000, framing_errors=int(framing),
+               garbage_commands=10_001, rejected=int(rejected()),
+               rss_growth_mb=round(rss_growth, 1))
+
+
+def test_spool_disk_full_and_corrupt_fall_back_to_memory(broker_factory, tmp_path):
+    broker = persistent_broker(broker_factory, tmp_path)
+    consumer = DurableConsumer(broker.host, broker.port, f"{ROOT}/MMSMessage")
+    spool = tmp_path / "full.sqlite"
+    bus = SimulatedBus(count=1, serials=[SERIAL], auto_present=None)
+    try:
+        with running_bridge(broker, bus=bus, outbox={"spool_path": str(spool),
+                                                     "spool_max_bytes": 65536}) as (app, _):
+            assert wait_until(lambda: connected(app), 10)
+            broker.stop()
+            assert wait_until(lambda: not connected(app), 10)
+            for n in range(60):  # ~2 KB each as hex: the 64 KB spool fills up
+                reader_message = build_notification(0x1001, n.to_bytes(4, "big"),
+                                                    payload=b"\xc1\x82\x04\x00" + b"\1" * 1024)
+                bus.readers[0].emit_message(reader_message)
+            assert wait_until(lambda: app.courier.queued(SERIAL) == 60, 10)
+            assert sample(app, "magtek_bridge_spool_failures_total", operation="write") == 1
+            assert sample(app, "magtek_bridge_spool_enabled") == 0
+            _, details = app.readiness()
+            assert str(details["spool"]).startswith("off: write:")
+            broker.start()
+            assert consumer.wait_for_count(60, 20)
+            assert_in_order_once(consumer, list(range(60)))
+            report("spool disk full", sent=60, delivered=60, spool_failures=1)
+    finally:
+        consumer.close()
+
+    corrupt = tmp_path / "corrupt.sqlite"
+    corrupt.write_bytes(b"\x00garbage, not SQLite\x00" * 512)
+    probe_consumer = DurableConsumer(broker.host, broker.port, f"{ROOT}/MMSMessage")
+    try:
+        with running_bridge(broker, bus=SimulatedBus(count=1, serials=[SERIAL],
+                                                     auto_present=None),
+                            outbox={"spool_path": str(corrupt)}) as (app, bus2):
+            assert sample(app, "magtek_bridge_spool_failures_total", operation="open") == 1
+            assert wait_until(lambda: connected(app), 10)
+            for n in range(5):
+                bus2.readers[0].emit_message(numbered(n))
+            assert probe_consumer.wait_for_count(5, 10)
+            assert probe_consumer.numbers() == list(range(5))
+            _, details = app.readiness()
+            assert str(details["spool"]).startswith("off: open:")
+            report("corrupt spool", sent=5, delivered=5, spool_failures=1)
+    finally:
+        probe_consumer.close()
+
+
+def test_command_for_an_unplugged_reader_is_refused_not_stored(broker, probe_factory):
+    bus = SimulatedBus(count=1, serials=[SERIAL], auto_present=None)
+    with running_bridge(broker, bus=bus) as (_app, _):
+        probe = probe_factory(f"{ROOT}/Status", f"{ROOT}/Error", f"{ROOT}/MMSMessage")
+        probe.expect_retained(f"{ROOT}/Status", b"connected", timeout=10)
+        bus.unplug(0)
+        probe.wait_for(lambda m: m.topic == f"{ROOT}/Status" and m.payload == b"disconnected",
+                       timeout=5)
+        probe.publish(f"{ROOT}/SendCommand", commands.get_serial_number(0x43).hex().encode())
+        error = json.loads(probe.wait_for(f"{ROOT}/Error", timeout=5).payload)
+        assert error["reason"] == "reader_absent"
+        bus.replug(0)
+        probe.wait_for(lambda m: m.topic == f"{ROOT}/Status" and m.payload == b"connected",
+                       timeout=10)
+        time.sleep(0.5)
+        # Nothing was kept for later: the reader never answers the refused command.
+        leftovers = [m for m in probe.drain() if m.topic == f"{ROOT}/MMSMessage"
+                     and parse_message(bytes.fromhex(m.payload.decode())).ref == 0x43]
+        assert leftovers == []
