@@ -214,12 +214,16 @@ class Courier:
             self.heartbeat = time.monotonic()
             self._wake.wait(_TICK)
             self._wake.clear()
-            with self._send_lock:
-                self._process_acks()
-                for outbox in list(self._outboxes.values()):
-                    outbox.expire()
-                    self._fill(outbox)
-            self._update_gauges()
+            self.pump_once()
+
+    def pump_once(self) -> None:
+        """One turn of the pump: acks, expiry, then fill every window (tests call it)."""
+        with self._send_lock:
+            self._process_acks()
+            for outbox in list(self._outboxes.values()):
+                outbox.expire()
+                self._fill(outbox)
+        self._update_gauges()
 
     def _process_acks(self) -> None:
         while self._acks:
