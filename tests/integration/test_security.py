@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.mms import build_notification
+from bridge.mms import build_notification, commands
 from bridge.transport.simulated import SimulatedBus
-from tests.integration.harness import running_bridge, wait_until
+from tests.integration.harness import REPO, running_bridge, wait_until
 from tests.integration.support import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -104,3 +104,28 @@ def test_acl_confines_the_bridge_to_its_root(broker_factory, probe_factory):
             "magtek_bridge_outbox_dropped_total", {"reason": "refused"}) or 0) == 3, 10)
         assert app.courier.queued(SERIAL) == 0
         assert not [m for m in watcher.drain() if m.topic.startswith("Elsewhere/")]
+
+
+def test_shipped_acl_example_confines_a_bridge_to_its_readers(broker_factory, probe_factory):
+    acl = (REPO / "deploy" / "mosquitto" / "magtek.acl").read_text()
+    users = {"store-0042-lane-1": "lane-1-pw", "pos-lane-1": "pos-pw"}
+    broker = broker_factory(users=users, acl=acl)
+    allowed, foreign = "B54E05A", "B123456"
+    bus = SimulatedBus(count=2, serials=[allowed, foreign], auto_present=None)
+    mqtt = {"username": "store-0042-lane-1", "password": "lane-1-pw"}
+    with running_bridge(broker, bus=bus, mqtt=mqtt,
+                        topics={"host_id": "store-0042-lane-1"}) as (app, _):
+        pos = probe_factory("MagTek/Device/#", "MagTek/Bridge/+/Status", broker=broker,
+                            username="pos-lane-1", password="pos-pw")
+        root = f"MagTek/Device/DynaFlexII/{allowed}"
+        pos.expect_retained(f"{root}/Status", b"connected", timeout=10)
+        pos.expect_retained("MagTek/Bridge/store-0042-lane-1/Status", b"online", timeout=10)
+        pos.publish(f"{root}/SendCommand", commands.get_serial_number(0x21).hex().encode())
+        pos.wait_for(f"{root}/MMSMessage", timeout=10)
+        # The reader the ACL does not list: its messages are refused by the broker.
+        assert wait_until(lambda: app.supervisor.session_for_root(
+            f"MagTek/Device/DynaFlexII/{foreign}") is not None, 10)
+        bus.readers[1].emit_message(build_notification(0x1001, b"\0\0\0\1"))
+        assert wait_until(lambda: (app.metrics.registry.get_sample_value(
+            "magtek_bridge_outbox_dropped_total", {"reason": "refused"}) or 0) >= 1, 10)
+        assert not [m for m in pos.drain() if foreign in m.topic and "MMSMessage" in m.topic]
