@@ -69,6 +69,8 @@ class Courier:
         self._link_load: dict[int, int] = {}
         self._fallback: MqttLink | None = None
         self._acks: deque[tuple[int, int, str | None]] = deque()
+        self._waiting_hint = False  # some outbox has entries not yet handed to MQTT
+        self._gauges_at = 0.0
         self._send_lock = threading.RLock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -169,6 +171,7 @@ class Courier:
         entry = Entry(serial=serial, topic=topic, payload=payload,
                       user_properties=user_properties, created=self._clock())
         with self._send_lock:
+            self._process_acks()
             outbox = self._outbox(serial)
             carrier = self._carrier(serial)
             if carrier is None or not carrier.ready.is_set():
@@ -177,7 +180,8 @@ class Courier:
                 entry.origin = (id(carrier), carrier.generation)
             outbox.put(entry)
             self._fill(outbox)
-        self._metrics.outbox_messages.labels(serial).set(len(outbox))
+            if outbox.waiting():
+                self._waiting_hint = True
 
     def queued(self, serial: str) -> int:
         outbox = self._outboxes.get(serial)
@@ -202,7 +206,10 @@ class Courier:
 
     def published(self, link: MqttLink, mid: int, failure: str | None) -> None:
         self._acks.append((id(link), mid, failure))
-        self._wake.set()
+        # The next enqueue handles acks itself; wake the pump only if something waits for the
+        # window to open (waking it per ack cost a thread switch per message).
+        if self._waiting_hint or failure is not None:
+            self._wake.set()
 
     def link_ready(self, link: MqttLink) -> None:
         self._wake.set()
@@ -220,10 +227,16 @@ class Courier:
         """One turn of the pump: acks, expiry, then fill every window (tests call it)."""
         with self._send_lock:
             self._process_acks()
+            waiting = False
             for outbox in list(self._outboxes.values()):
                 outbox.expire()
                 self._fill(outbox)
-        self._update_gauges()
+                waiting = waiting or outbox.waiting() > 0
+            self._waiting_hint = waiting
+        now = time.monotonic()
+        if now - self._gauges_at >= _TICK:
+            self._gauges_at = now
+            self._update_gauges()
 
     def _process_acks(self) -> None:
         while self._acks:

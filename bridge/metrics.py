@@ -148,6 +148,7 @@ class Metrics:
         self._reports_in = self.hid_reports.labels("in")
         self._reports_out = self.hid_reports.labels("out")
         self._message_children: dict[tuple[str, str], Counter] = {}
+        self._publish_children: dict[str, Counter] = {}
 
     # Intention-revealing helpers: the hot path calls these, never the collectors by name.
     def report_in(self, n: int = 1) -> None:
@@ -161,6 +162,12 @@ class Metrics:
         child = self._message_children.get(key)
         if child is None:
             child = self._message_children[key] = self.mms_messages.labels(*key)
+        child.inc()
+
+    def mqtt_publish(self, kind: str) -> None:
+        child = self._publish_children.get(kind)
+        if child is None:
+            child = self._publish_children[kind] = self.mqtt_publishes.labels(kind)
         child.inc()
 
     def framing_error(self, reason: str) -> None:

@@ -344,7 +344,7 @@ class MqttLink:
             return None
         if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             if self._metrics is not None:
-                self._metrics.mqtt_publishes.labels(kind).inc()
+                self._metrics.mqtt_publish(kind)
             return info.mid
         self._publish_failed(topic, paho.error_string(info.rc))
         return None
