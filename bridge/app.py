@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import structlog
 
@@ -33,6 +33,9 @@ from bridge.sdnotify import SystemdNotifier, watchdog_interval
 from bridge.session import SessionOptions
 from bridge.supervisor import Supervisor
 from bridge.transport import Backend, get_backend
+
+if TYPE_CHECKING:
+    from bridge.mppg.service import PaymentRequestService
 
 _log = structlog.get_logger("bridge.app")
 
@@ -120,6 +123,7 @@ class BridgeApp:
             scan_interval=settings.readers.scan_interval,
             on_change=self._readers_changed,
         )
+        self.payments = self._payment_service()
         self.link = MqttLink(
             options,
             client_id=f"{settings.mqtt.client_id_prefix}-{settings.topics.host_id}",
@@ -128,12 +132,25 @@ class BridgeApp:
             births=[Publication(self.topics.status, ONLINE, qos=1, retain=True),
                     self._info_publication()],
             metrics=self.metrics,
+            subscriptions=self.payments.subscriptions() if self.payments else (),
+            on_message=self.payments.on_message if self.payments else None,
         )
+        if self.payments is not None:
+            self.payments.attach(self.link)
         self.ops: OpsServer | None = None
         if settings.metrics.enabled:
             self.ops = OpsServer(self.metrics, liveness=self.liveness, readiness=self.readiness,
                                  address=settings.metrics.address, port=settings.metrics.port)
         self._stopped = False
+
+    def _payment_service(self) -> PaymentRequestService | None:
+        """The MPPG request/response service on the bridge link, when ``[mppg]`` enables it."""
+        if not self.settings.mppg.enabled:
+            return None
+        from bridge.mppg.service import PaymentRequestService  # noqa: PLC0415 - optional part
+
+        return PaymentRequestService(self.settings.mppg, self.topics.root,
+                                     registry=self.metrics.registry)
 
     # -- health -------------------------------------------------------------------------------
 
@@ -194,6 +211,8 @@ class BridgeApp:
                   backend=getattr(self.backend, "name", "?"))
         if self.ops is not None:
             self.ops.start()
+        if self.payments is not None:
+            self.payments.start()
         self.link.start()
         self.supervisor.start()
 
@@ -203,6 +222,8 @@ class BridgeApp:
         self._stopped = True
         _log.info("bridge_stopping")
         self.supervisor.stop()
+        if self.payments is not None:
+            self.payments.stop()
         self.link.stop(final=[Publication(self.topics.status, OFFLINE, qos=1, retain=True)])
         if self.ops is not None:
             self.ops.stop()

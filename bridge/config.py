@@ -13,8 +13,8 @@ import re
 import socket
 import tomllib
 from collections.abc import Mapping
-from ipaddress import ip_address
 from contextvars import ContextVar
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
