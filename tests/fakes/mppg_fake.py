@@ -129,8 +129,9 @@ class FakeMppg:
                          process_request=self._ws_check, ping_interval=None)
         self.ws_port = self._ws.socket.getsockname()[1]
         self._threads = [
-            threading.Thread(target=self._http.serve_forever, name="fake-mppg-http",
-                             daemon=True),
+            # A short poll keeps stop() (shutdown() waits for one poll) quick.
+            threading.Thread(target=self._http.serve_forever, args=(0.05,),
+                             name="fake-mppg-http", daemon=True),
             threading.Thread(target=self._ws.serve_forever, name="fake-mppg-ws", daemon=True),
         ]
         for thread in self._threads:
