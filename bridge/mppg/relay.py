@@ -48,6 +48,8 @@ FINAL: Final = frozenset({PaymentRequestStatus.PAID, PaymentRequestStatus.EXPIRE
 # A connection that lasted this long (or delivered anything) was not a failed attempt.
 STABLE_AFTER_S: Final = 5.0
 MAX_MESSAGE_BYTES: Final = 256 * 1024
+# After a final status, how long to wait for the service to close the socket.
+FINAL_DRAIN_S: Final = 2.0
 
 Publish = Callable[[str, bytes, bool], None]
 """``publish(topic, payload, retain)`` at QoS 1; must be thread-safe."""
@@ -129,6 +131,7 @@ class StatusRelay:
         self._ws_lock = threading.Lock()
         self._ws: ClientConnection | None = None
         self._last_status: bytes | None = None
+        self._delivered = 0
         self._log = _log.bind(payment_request=self.request_id)
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"mppg-relay-{self.request_id[:8]}")
@@ -231,43 +234,63 @@ class StatusRelay:
         started = time.monotonic()
         delivered = False
         try:
-            if self._stop.is_set():
-                return False
-            while not self._stop.is_set() and not self._long_expired():
-                try:
-                    raw = ws.recv(timeout=self._options.poll_interval)
-                except TimeoutError:
-                    continue
-                delivered = True
-                if self._relay_message(raw):
-                    break
+            self._receive(ws)
+            delivered = self._delivered > 0
         except ConnectionClosed as closed:
-            self._log.info("mppg_relay_socket_closed", code=closed.rcvd.code if closed.rcvd
-                           else None)
+            delivered = self._delivered > 0
+            self._log.info("mppg_relay_socket_closed",
+                           code=closed.rcvd.code if closed.rcvd else None)
         finally:
             with self._ws_lock:
                 self._ws = None
             ws.close()
         return delivered or time.monotonic() - started >= STABLE_AFTER_S
 
-    def _relay_message(self, raw: str | bytes) -> bool:
-        """Publish one summary, then the status it led to; True once the status is final."""
+    def _receive(self, ws: ClientConnection) -> None:
+        """Read until the socket closes (``ConnectionClosed``), stop, or a final status.
+
+        Messages already waiting are relayed before the status is read back, so a burst
+        gives Transaction, Transaction, ..., Status. After a final status the socket is
+        drained for a moment: MPPG closes it itself after a payment (§6.6), and a summary
+        still in flight must not be lost.
+        """
+        self._delivered = 0
+        drain_until: float | None = None
+        while not self._stop.is_set():
+            if drain_until is not None and time.monotonic() > drain_until:
+                return
+            if drain_until is None and self._long_expired():
+                return
+            try:
+                raw = ws.recv(timeout=self._options.poll_interval)
+            except TimeoutError:
+                continue
+            self._relay_message(raw)
+            while True:
+                try:
+                    self._relay_message(ws.recv(timeout=0))
+                except TimeoutError:
+                    break
+            fresh = self._fetch()
+            if fresh is not None:
+                self._publish_status(fresh)
+                if fresh.status in FINAL and drain_until is None:
+                    drain_until = time.monotonic() + FINAL_DRAIN_S
+
+    def _relay_message(self, raw: str | bytes) -> None:
+        """Publish one summary to ``.../Transaction`` (logging ids only)."""
         summary = parse_summary(raw)
         if summary is None:
             self._log.warning("mppg_relay_unreadable_message", length=len(raw))
-            return False
+            return
         detail = summary.get("detail") or {}
         self._publish(self._topics.transaction(self.request_id),
                       json.dumps(summary).encode(), False)
+        self._delivered += 1
         if self._metrics is not None:
             self._metrics.transactions_relayed.inc()
         self._log.info("mppg_relay_transaction", approved=detail.get("approved"),
                        transaction_id=detail.get("transactionId"))
-        fresh = self._fetch()
-        if fresh is None:
-            return False
-        self._publish_status(fresh)
-        return fresh.status in FINAL
 
     def _publish_status(self, detail: PaymentRequestDetail) -> None:
         payload = status_payload(detail)

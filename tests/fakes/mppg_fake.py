@@ -155,7 +155,8 @@ class FakeMppg:
         with self._lock:
             sockets = [ws for group in self._listeners.values() for ws in group]
         for ws in sockets:
-            ws.close()
+            with contextlib.suppress(ConnectionClosed):
+                ws.close()
         for thread in self._threads:
             thread.join(5)
         self._threads = []
@@ -203,23 +204,32 @@ class FakeMppg:
         summary = {"transactionResponse": json.dumps(
             {"approved": approved, "processorResponse": CARD_SENTINEL}), "detail": detail}
         for ws in listeners:
-            ws.send(json.dumps(summary))
-            if paid:
-                ws.close()
+            with contextlib.suppress(ConnectionClosed):  # a listener that just went away
+                ws.send(json.dumps(summary))
+                if paid:
+                    ws.close()
         return summary
 
     def drop_sockets(self, request_id: str) -> None:
         """Close the request's WebSockets without it being paid (a network blip)."""
         with self._lock:
-            sockets = list(self._listeners.get(request_id, []))
+            # Forgotten at once, so wait_listeners() counts only the reconnected ones.
+            sockets = self._listeners.pop(request_id, [])
         for ws in sockets:
-            ws.close(code=1011, reason="fake drop")
+            with contextlib.suppress(ConnectionClosed):
+                ws.close(code=1011, reason="fake drop")
 
     def wait_listeners(self, request_id: str, count: int, timeout: float = 5.0) -> bool:
         """Wait until ``count`` WebSockets listen to the request."""
         with self._lock:
             return self._lock.wait_for(
                 lambda: len(self._listeners.get(request_id, [])) >= count, timeout)
+
+    def wait_connects(self, request_id: str, count: int, timeout: float = 5.0) -> bool:
+        """Wait until ``count`` WebSocket connections were opened for the request in all."""
+        with self._lock:
+            return self._lock.wait_for(
+                lambda: self._ws_connects.get(request_id, 0) >= count, timeout)
 
     def listeners(self, request_id: str) -> int:
         with self._lock:
@@ -271,7 +281,9 @@ class FakeMppg:
             pass
         finally:
             with self._lock:
-                self._listeners[owner].remove(ws)
+                group = self._listeners.get(owner, [])
+                if ws in group:
+                    group.remove(ws)
                 self._lock.notify_all()
 
     # -- the HTTP API ------------------------------------------------------------------------
