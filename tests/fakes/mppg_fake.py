@@ -225,6 +225,11 @@ class FakeMppg:
             return self._lock.wait_for(
                 lambda: len(self._listeners.get(request_id, [])) >= count, timeout)
 
+    def wait_no_listeners(self, request_id: str, timeout: float = 5.0) -> bool:
+        """Wait until no WebSocket listens to the request any more."""
+        with self._lock:
+            return self._lock.wait_for(lambda: not self._listeners.get(request_id), timeout)
+
     def wait_connects(self, request_id: str, count: int, timeout: float = 5.0) -> bool:
         """Wait until ``count`` WebSocket connections were opened for the request in all."""
         with self._lock:

@@ -67,7 +67,7 @@ def test_summaries_in_order_then_paid(mppg_client, fake_mppg):
     assert all(retain for t, _, retain in recorder.messages if t.endswith("/Status"))
     assert not any(retain for t, _, retain in recorder.messages if t.endswith("/Transaction"))
     assert relay.ended == "paid"
-    assert fake_mppg.listeners(rid) == 0
+    assert fake_mppg.wait_no_listeners(rid)
 
 
 def test_reconnects_with_a_fresh_token_after_a_drop(mppg_client, fake_mppg):
