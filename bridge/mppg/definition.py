@@ -73,6 +73,13 @@ class PaymentRequestDefinition(_Strict):
             raise ValueError("must be 1 (SALE), the only type the API has")
         return TransactionType.SALE
 
+    @field_validator("usage_count_limit", mode="before")
+    @classmethod
+    def _count_not_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # JSON true would otherwise pass as 1
+            raise ValueError("must be an integer")
+        return value
+
     @field_validator("expiration_date")
     @classmethod
     def _after_activation(cls, value: datetime | None, info: Any) -> datetime | None:
@@ -113,6 +120,14 @@ class ListQuery(_Strict):
     @classmethod
     def _days(cls, value: Any) -> Any:
         return _parse_day(value)
+
+    @field_validator("ps", "pn", "st", mode="before")
+    @classmethod
+    def _no_bools(cls, value: Any) -> Any:
+        # JSON true would otherwise pass as 1.
+        if isinstance(value, bool):
+            raise ValueError("must be an integer")
+        return value
 
     @model_validator(mode="after")
     def _ordered(self) -> ListQuery:

@@ -110,6 +110,8 @@ def test_spec_example_request_is_accepted():
     ({"amount": 1, "transactionType": 2}, ErrorCode.INVALID_TRANSACTION_TYPE),
     ({"amount": 1, "transactionType": True}, ErrorCode.INVALID_TRANSACTION_TYPE),
     ({"amount": 1, "usageCountLimit": -1}, ErrorCode.INVALID_USAGE_COUNT_LIMIT),
+    ({"amount": 1, "usageCountLimit": True}, ErrorCode.INVALID_USAGE_COUNT_LIMIT),
+    ({"amount": 1, "usageCountLimit": 1.5}, ErrorCode.INVALID_USAGE_COUNT_LIMIT),
     ({"amount": 1, "usageCountLimit": 2_147_483_648}, ErrorCode.INVALID_USAGE_COUNT_LIMIT),
     ({"amount": 1, "customerTranID": "x" * 257}, ErrorCode.INVALID_CUSTOMER_TRAN_ID),
     ({"amount": 1, "customerTranRef": "x" * 257}, ErrorCode.INVALID_CUSTOMER_TRAN_REF),
@@ -155,6 +157,8 @@ def test_list_query_params_and_date_forms():
     ({"ps": 1001}, ErrorCode.INVALID_PAGE_SIZE),
     ({"pn": 0}, ErrorCode.INVALID_PAGE_NUMBER),
     ({"st": 5}, ErrorCode.INVALID_STATUS),
+    ({"st": True}, ErrorCode.INVALID_STATUS),
+    ({"ps": True}, ErrorCode.INVALID_PAGE_SIZE),
     ({"sort": "asc"}, ErrorCode.INPUT_FORMAT),
 ])
 def test_list_query_rules(body, code):
