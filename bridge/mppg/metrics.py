@@ -31,8 +31,8 @@ class MppgMetrics:
             f"{_NS}_payment_transactions_relayed", "TransactionSummary messages republished",
             registry=r,
         )
-        self.relay_reconnects = Counter(
-            f"{_NS}_payment_relay_reconnects", "WebSocket reconnect attempts by the relays",
+        self.relay_connects = Counter(
+            f"{_NS}_payment_relay_connects", "WebSocket connection attempts by the relays",
             registry=r,
         )
         for op in OPERATIONS:

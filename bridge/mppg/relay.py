@@ -220,7 +220,7 @@ class StatusRelay:
     def _listen(self, token: str) -> bool:
         """Relay one WebSocket connection until it closes; was it a stable one?"""
         if self._metrics is not None:
-            self._metrics.relay_reconnects.inc()
+            self._metrics.relay_connects.inc()
         try:
             ws = connect(token, open_timeout=self._options.connect_timeout, close_timeout=2,
                          max_size=MAX_MESSAGE_BYTES,

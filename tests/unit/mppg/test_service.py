@@ -49,7 +49,9 @@ def service(fake_mppg):
                             username=fake_mppg.username, password=fake_mppg.password,
                             relay_reconnect_min_delay=0.05, relay_reconnect_max_delay=0.2,
                             queue_size=4, processor_name="BRIDGE DEFAULT")
-    svc = PaymentRequestService(settings, ROOT, registry=CollectorRegistry())
+    registry = CollectorRegistry()
+    svc = PaymentRequestService(settings, ROOT, registry=registry)
+    svc.registry = registry  # type: ignore[attr-defined]
     recorder = Recorder()
     svc.attach(recorder)
     svc.recorder = recorder  # type: ignore[attr-defined]
@@ -71,6 +73,8 @@ def test_create_reply_and_processor_default(service, fake_mppg):
     assert reply["relay"] == "not requested"
     assert reply["result"]["definition"]["processorName"] == "BRIDGE DEFAULT"
     assert reply["result"]["paymentLink"] and reply["result"]["websocketToken"]
+    assert service.registry.get_sample_value(
+        "magtek_bridge_payment_requests_total", {"op": "create", "outcome": "ok"}) == 1
 
 
 def test_duplicate_create_is_answered_from_the_first(service, fake_mppg):
@@ -117,6 +121,9 @@ def test_retained_requests_are_refused_unrun(service, fake_mppg):
     (reply,) = service.recorder.replies("create")
     assert reply["correlation_id"] == 7
     assert reply["error"]["code"] == 40900 and reply["error"]["source"] == "bridge"
+    assert service.registry.get_sample_value(
+        "magtek_bridge_payment_requests_total",
+        {"op": "create", "outcome": "bridge_error"}) == 1
     assert fake_mppg.requests == {}
 
 
