@@ -28,7 +28,8 @@ from bridge.mppg.definition import check_request_id, parse_definition, parse_lis
 from bridge.mppg.errors import BridgeCode, BridgeSideError, ErrorCode, MppgError, MppgInputError
 from bridge.mppg.metrics import MppgMetrics
 from bridge.mppg.models import PaymentRequestDetail
-from bridge.mppg.relay import RelayManager, RelayOptions
+from bridge.mppg.relay import RelayOptions
+from bridge.mppg.relays import RelayManager
 from bridge.mppg.topics import PaymentTopics
 from bridge.mqtt.link import InboundMessage
 

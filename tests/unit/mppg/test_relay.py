@@ -11,7 +11,8 @@ from structlog.testing import capture_logs
 
 from bridge.mppg.definition import parse_definition
 from bridge.mppg.models import PaymentRequestDetail
-from bridge.mppg.relay import RelayManager, RelayOptions, StatusRelay, parse_summary
+from bridge.mppg.relay import RelayOptions, StatusRelay, parse_summary
+from bridge.mppg.relays import RelayManager
 from bridge.mppg.topics import PaymentTopics
 from tests.fakes.mppg_fake import CARD_SENTINEL
 
