@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import structlog
 
@@ -38,6 +38,9 @@ from bridge.session import SessionOptions
 from bridge.spool import Spool
 from bridge.supervisor import Supervisor
 from bridge.transport import Backend, get_backend
+
+if TYPE_CHECKING:
+    from bridge.mppg.service import PaymentRequestService
 
 _log = structlog.get_logger("bridge.app")
 
@@ -140,6 +143,7 @@ class BridgeApp:
             scan_interval=settings.readers.scan_interval,
             on_change=self._readers_changed,
         )
+        self.payments = self._payment_service()
         self.link = MqttLink(
             options,
             client_id=f"{settings.mqtt.client_id_prefix}-{settings.topics.host_id}",
@@ -147,13 +151,16 @@ class BridgeApp:
             will=Publication(self.topics.status, OFFLINE, qos=1, retain=True),
             births=[Publication(self.topics.status, ONLINE, qos=1, retain=True),
                     self._info_publication()],
-            subscriptions=[(f"{settings.topics.prefix}+/+/SendCommand", 1)],
-            on_message=self._command_without_reader,
+            subscriptions=[(f"{settings.topics.prefix}+/+/SendCommand", 1),
+                           *(self.payments.subscriptions() if self.payments else ())],
+            on_message=self._bridge_message,
             metrics=self.metrics,
             on_published=self.courier.published,
             on_ready=self.courier.link_ready,
         )
         self.courier.set_fallback(self.link)
+        if self.payments is not None:
+            self.payments.attach(self.link)
         self.ops: OpsServer | None = None
         if settings.metrics.enabled:
             self.ops = OpsServer(self.metrics, liveness=self.liveness, readiness=self.readiness,
@@ -173,6 +180,23 @@ class BridgeApp:
         spool = Spool(path, max_bytes=settings.outbox.spool_max_bytes, on_failure=failed)
         self.metrics.spool_enabled.set(1 if spool.ok else 0)
         return spool
+
+    def _payment_service(self) -> PaymentRequestService | None:
+        """The MPPG request/response service on the bridge link, when ``[mppg]`` enables it."""
+        if not self.settings.mppg.enabled:
+            return None
+        from bridge.mppg.service import PaymentRequestService  # noqa: PLC0415 - optional part
+
+        return PaymentRequestService(self.settings.mppg, self.topics.root,
+                                     registry=self.metrics.registry)
+
+    def _bridge_message(self, inbound: InboundMessage) -> None:
+        """Messages on the bridge's own session: payment requests, or stray commands."""
+        if inbound.topic.startswith(self.topics.root + "/"):
+            if self.payments is not None:
+                self.payments.on_message(inbound)
+            return
+        self._command_without_reader(inbound)
 
     # -- health -------------------------------------------------------------------------------
 
@@ -263,6 +287,8 @@ class BridgeApp:
         if self.ops is not None:
             self.ops.start()
         self.courier.start()
+        if self.payments is not None:
+            self.payments.start()
         self.link.start()
         self.supervisor.start()
 
@@ -280,6 +306,8 @@ class BridgeApp:
                 _log.warning("outbox_not_drained", remaining=left,
                              spooled=self.spool is not None and self.spool.ok)
         self.courier.stop()
+        if self.payments is not None:
+            self.payments.stop()
         self.link.stop(final=[Publication(self.topics.status, OFFLINE, qos=1, retain=True)])
         if self.spool is not None:
             self.spool.close()

@@ -14,6 +14,7 @@ from typing import Any
 
 from bridge import __version__
 from bridge.errors import BridgeError, ConfigError, ProtocolError
+from bridge.mppg.cli import add_payreq_parser
 
 EXIT_CONFIG = 2
 
@@ -67,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--count", type=int, default=0, help="stop after N messages")
     monitor.add_argument("--duration", type=float, default=0.0, help="stop after SECONDS")
     monitor.add_argument("--json", action="store_true")
+
+    add_payreq_parser(sub, _add_config_args)
 
     demo = sub.add_parser("demo", help="embedded broker + simulated reader + bridge, scripted")
     demo.add_argument("--card", choices=["tap", "insert", "swipe"], default="tap")
@@ -156,6 +159,16 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
                           count=args.count, duration=args.duration, as_json=args.json)
 
 
+def _cmd_payreq(args: argparse.Namespace) -> int:
+    from bridge.logs import configure_logging  # noqa: PLC0415
+    from bridge.mppg.cli import run_payreq  # noqa: PLC0415
+
+    settings = _settings(args)
+    # Logs go to stderr and stay quiet unless asked: stdout is the answer (--json pipes it).
+    configure_logging(args.log_level or "warning", settings.logging.format)
+    return run_payreq(args, settings)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from bridge.demo import run_demo  # noqa: PLC0415
 
@@ -169,6 +182,7 @@ _COMMANDS = {
     "send": _cmd_send,
     "monitor": _cmd_monitor,
     "demo": _cmd_demo,
+    "payreq": _cmd_payreq,
 }
 
 

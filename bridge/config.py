@@ -14,8 +14,10 @@ import socket
 import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any, Final, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -162,6 +164,56 @@ class MetricsSettings(_Section):
     port: int = Field(default=9108, ge=0, le=65535)
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class MppgSettings(_Section):
+    """The MPPG Payment Request API (``bridge.mppg``); off unless ``enabled``."""
+
+    enabled: bool = False
+    base_url: str | None = None
+    username: str | None = None
+    username_file: Path | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    processor_name: str | None = Field(default=None, max_length=128)
+    connect_timeout: float = Field(default=5.0, gt=0, le=120)
+    request_timeout: float = Field(default=15.0, gt=0, le=300)
+    max_relays: int = Field(default=16, ge=0, le=1000)
+    relay_reconnect_min_delay: float = Field(default=1.0, gt=0)
+    relay_reconnect_max_delay: float = Field(default=30.0, gt=0)
+    queue_size: int = Field(default=32, ge=1, le=10_000)
+
+    @field_validator("base_url")
+    @classmethod
+    def _https_unless_loopback(cls, value: str | None) -> str | None:
+        # Basic auth sends the password with every request: plain HTTP only to this machine.
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL such as https://host/PaymentRequest")
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise ValueError("must use https (plain http is allowed for loopback hosts only)")
+        return value.rstrip("/")
+
+    def username_value(self) -> str | None:
+        if self.username is not None:
+            return self.username
+        return _read_secret(self.username_file, "mppg.username_file")
+
+    def password_value(self) -> str | None:
+        if self.password is not None:
+            return self.password.get_secret_value()
+        return _read_secret(self.password_file, "mppg.password_file")
+
+
 class Settings(BaseSettings):
     """Everything the bridge reads from its configuration; sections mirror the TOML file."""
 
@@ -175,6 +227,7 @@ class Settings(BaseSettings):
     outbox: OutboxSettings = OutboxSettings()
     logging: LoggingSettings = LoggingSettings()
     metrics: MetricsSettings = MetricsSettings()
+    mppg: MppgSettings = MppgSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -278,12 +331,27 @@ def _check_files(settings: Settings) -> None:
         raise ConfigError(f"outbox.spool_path: directory {spool_path.parent} does not exist")
     if settings.mqtt.reconnect_max_delay < settings.mqtt.reconnect_min_delay:
         raise ConfigError("mqtt.reconnect_max_delay: must not be below reconnect_min_delay")
+    _check_mppg(settings.mppg)
+
+
+def _check_mppg(mppg: MppgSettings) -> None:
+    if mppg.relay_reconnect_max_delay < mppg.relay_reconnect_min_delay:
+        raise ConfigError(
+            "mppg.relay_reconnect_max_delay: must not be below relay_reconnect_min_delay")
+    if not mppg.enabled:
+        return  # the payreq CLI checks what it needs when it runs
+    if mppg.base_url is None:
+        raise ConfigError("mppg.base_url: required when mppg.enabled is true")
+    if mppg.username_value() is None or mppg.password_value() is None:
+        raise ConfigError("mppg.username and mppg.password (or their _file keys): "
+                          "required when mppg.enabled is true")
 
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "LoggingSettings",
     "MetricsSettings",
+    "MppgSettings",
     "MqttSettings",
     "OutboxSettings",
     "ReadersSettings",

@@ -1,0 +1,83 @@
+"""``magtek-bridge payreq`` against the fake service."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bridge.cli import main
+
+
+@pytest.fixture
+def config(tmp_path, fake_mppg, monkeypatch):
+    secret = tmp_path / "mppg-password"
+    secret.write_text(fake_mppg.password + "\n")
+    path = tmp_path / "config.toml"
+    path.write_text(f'[mppg]\nbase_url = "{fake_mppg.base_url}"\n'
+                    f'username = "{fake_mppg.username}"\npassword_file = "{secret}"\n'
+                    'processor_name = "CLI PROCESSOR"\n')
+    monkeypatch.setenv("MAGTEK_BRIDGE_CONFIG", str(path))
+    return path
+
+
+def test_create_prints_the_link(config, fake_mppg, capsys):
+    assert main(["payreq", "create", "--amount", "12.50", "--customer-tran-id", "o-1",
+                 "--info", "lane=3", "--no-prompt-tips"]) == 0
+    out = capsys.readouterr().out
+    (request,) = fake_mppg.requests.values()
+    assert request.id in out and "Active" in out and "paymentLink" in out
+    assert "access_token" not in out  # the bearer WebSocket URL only with --json
+    assert request.definition["usageCountLimit"] == 1
+    assert request.definition["processorName"] == "CLI PROCESSOR"
+    assert request.definition["additionalInfo"] == [{"key": "lane", "value": "3"}]
+    assert request.definition["promptForTips"] is False
+
+
+def test_create_without_link_in_the_answer_fetches_it(config, fake_mppg, capsys):
+    fake_mppg.links_on_create = False
+    assert main(["payreq", "create", "--amount", "1"]) == 0
+    assert "mppgtouchless" in capsys.readouterr().out
+
+
+def test_json_output_is_clean_json(config, fake_mppg, capsys):
+    rid = fake_mppg.seed("7.25")
+    assert main(["payreq", "get", rid, "--json", "--log-level", "debug"]) == 0
+    captured = capsys.readouterr()
+    detail = json.loads(captured.out)  # logs went to stderr
+    assert detail["paymentRequestID"] == rid and detail["websocketToken"]
+    assert main(["payreq", "list", "--json", "--status", "active", "--page-size", "5"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert listing["totalRecordsAvailable"] == 1
+
+
+def test_list_table(config, fake_mppg, capsys):
+    ids = [fake_mppg.seed("1.00", customerTranID=f"c-{n}") for n in range(3)]
+    assert main(["payreq", "list", "--page-size", "2"]) == 0
+    out = capsys.readouterr().out
+    assert ids[0] in out and ids[2] not in out
+    assert "2 shown, 3 in the date range" in out
+
+
+def test_errors_exit_1_with_the_code(config, fake_mppg, capsys):
+    assert main(["payreq", "create", "--amount", "1.999"]) == 1
+    assert "40023" in capsys.readouterr().err
+    fake_mppg.server_error = True
+    assert main(["payreq", "list"]) == 1
+    assert "50000" in capsys.readouterr().err
+
+
+def test_missing_base_url_is_a_config_error(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "c.toml"
+    path.write_text("[mppg]\nusername = 'u'\n")
+    monkeypatch.setenv("MAGTEK_BRIDGE_CONFIG", str(path))
+    assert main(["payreq", "list"]) == 2
+    assert "mppg.base_url" in capsys.readouterr().err
+
+
+def test_plain_http_to_a_remote_host_is_refused(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "c.toml"
+    path.write_text("[mppg]\nbase_url = 'http://mppg.example.com/PaymentRequest'\n")
+    monkeypatch.setenv("MAGTEK_BRIDGE_CONFIG", str(path))
+    assert main(["payreq", "list"]) == 2
+    assert "https" in capsys.readouterr().err
