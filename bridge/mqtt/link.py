@@ -12,6 +12,7 @@ command (MagTek's browser client announces before subscribing; PROTOCOL.md §6.1
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import ssl
 import sys
@@ -120,6 +121,54 @@ def publish_packet_size(
     return 1 + _varint_len(remaining) + remaining
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value % 128, value // 128
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _utf8(text: str | bytes) -> bytes:
+    data = text.encode() if isinstance(text, str) else text
+    return len(data).to_bytes(2, "big") + data
+
+
+def encode_publish_properties(
+    user_properties: Sequence[tuple[str, str]] = (),
+    *,
+    correlation_data: bytes | None = None,
+    expiry_interval: int | None = None,
+) -> bytes:
+    """MQTT v5 PUBLISH properties as on the wire (length prefix included), §3.3.2.3."""
+    body = bytearray()
+    if expiry_interval is not None:
+        body += b"\x02" + expiry_interval.to_bytes(4, "big")
+    if correlation_data is not None:
+        body += b"\x09" + _utf8(correlation_data)
+    for key, value in user_properties:
+        body += b"\x26" + _utf8(key) + _utf8(value)
+    return _varint(len(body)) + bytes(body)
+
+
+class _PackedProperties(Properties):
+    """Properties already encoded: paho's own class costs more per message than all the
+    rest of the bridge (attribute checks on every set, re-encoding on every send)."""
+
+    _packed: bytes
+
+    def __init__(self, packed: bytes) -> None:  # no super().__init__: nothing to check
+        object.__setattr__(self, "packetType", PacketTypes.PUBLISH)
+        object.__setattr__(self, "_packed", packed)
+
+    def pack(self) -> bytes:
+        return self._packed
+
+    def __str__(self) -> str:
+        return f"<{len(self._packed)} bytes of properties>"
+
+
 def describe_tls_failure(exc: BaseException) -> str | None:
     """Say why a TLS handshake failed, in an operator's words (paho only says it failed)."""
     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -167,6 +216,16 @@ class _TrackingContext(ssl.SSLContext):
     def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
         self.last = super().wrap_socket(*args, **kwargs)
         return self.last
+
+
+class _LastError(logging.Handler):
+    def __init__(self, link: MqttLink) -> None:
+        super().__init__(logging.ERROR)
+        self._link = link
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self._link.record_paho_error(record.getMessage())
 
 
 class MqttLink:
@@ -244,8 +303,12 @@ class MqttLink:
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_socket_open = self._on_socket_open
         self._client.on_publish = self._on_publish
-        self._client.on_log = self._on_log
+        # paho formats a debug line for every packet when on_log is set; a logger at ERROR
+        # level costs nothing per packet and still hands us socket errors (TLS alerts).
         self._paho_error: str | None = None
+        paho_logger = logging.Logger(f"paho.{name}", logging.ERROR)
+        paho_logger.addHandler(_LastError(self))
+        self._client.enable_logger(paho_logger)
 
     def _configure_tls(self, tls: TlsOptions) -> None:
         context = _TrackingContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -329,13 +392,9 @@ class MqttLink:
         properties: Properties | None = None
         if self.v5 and (user_properties or correlation_data is not None
                         or expiry_interval is not None):
-            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            if user_properties:
-                properties.UserProperty = list(user_properties)
-            if correlation_data is not None:
-                properties.CorrelationData = correlation_data
-            if expiry_interval is not None:
-                properties.MessageExpiryInterval = expiry_interval
+            properties = _PackedProperties(encode_publish_properties(
+                user_properties, correlation_data=correlation_data,
+                expiry_interval=expiry_interval))
         try:
             info = self._client.publish(topic, payload, qos=qos, retain=retain,
                                         properties=properties)
@@ -457,10 +516,9 @@ class MqttLink:
             self.last_error = f"connection lost: {reason_code}"
             self._log.warning("mqtt_disconnected", reason=str(reason_code))
 
-    def _on_log(self, client: paho.Client, userdata: Any, level: int, text: str) -> None:
-        # paho reports socket errors (e.g. a TLS alert) only here, before on_disconnect.
-        if level == paho.MQTT_LOG_ERR:
-            self._paho_error = text
+    def record_paho_error(self, text: str) -> None:
+        # paho reports socket errors (e.g. a TLS alert) only in its log, before on_disconnect.
+        self._paho_error = text
 
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         # paho leaves Nagle's algorithm on: a small publish then waits for the broker's
@@ -526,5 +584,6 @@ __all__ = [
     "TlsOptions",
     "describe_tls_alert",
     "describe_tls_failure",
+    "encode_publish_properties",
     "publish_packet_size",
 ]

@@ -8,7 +8,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bridge.mqtt.link import describe_tls_failure, publish_packet_size
+from bridge.mqtt.link import describe_tls_failure, encode_publish_properties, publish_packet_size
 
 
 def _paho_size(topic: str, payload: bytes, props: list[tuple[str, str]], expiry: int | None,
@@ -60,3 +60,22 @@ def test_tls_descriptions():
     refused.reason = "SSLV3_ALERT_BAD_CERTIFICATE"
     assert "refused our client certificate" in describe_tls_failure(refused)
     assert describe_tls_failure(ConnectionRefusedError()) is None
+
+
+@pytest.mark.parametrize("expiry", [None, 1, 300, 2**32 - 1])
+@pytest.mark.parametrize("correlation", [None, b"", b"\x00\xffabc"])
+@pytest.mark.parametrize("pairs", [[], [("boot_id", "0123456789abcdef"), ("seq", "7")],
+                                   [("k\u00e9y", "v" * 300)]])
+def test_encoded_properties_match_paho(expiry, correlation, pairs):
+    reference = Properties(PacketTypes.PUBLISH)
+    if expiry is not None:
+        reference.MessageExpiryInterval = expiry
+    if correlation is not None:
+        reference.CorrelationData = correlation
+    if pairs:
+        reference.UserProperty = pairs
+    ours = encode_publish_properties(pairs, correlation_data=correlation, expiry_interval=expiry)
+    assert ours == reference.pack()
+    decoded = Properties(PacketTypes.PUBLISH)
+    decoded.unpack(ours)
+    assert getattr(decoded, "UserProperty", []) == pairs
