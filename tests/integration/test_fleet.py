@@ -195,10 +195,13 @@ def test_readers_appear_at_central_and_answer_commands_from_there(make_fleet):
         f.consumer.expect_retained(UPLINK_STATE, b"1", LINK_TIMEOUT_S)
 
         # A consumer arriving later gets the stored (retained) copies, remapped.
-        late = f.central_probe(f"{REMOTE}MagTek/Device/+/+/Status", f"{BRIDGE_ROOT}/#",
+        late = f.central_probe(f"{REMOTE}MagTek/Device/+/+/Status",
+                               f"{REMOTE}MagTek/Device/+/+/Info", f"{BRIDGE_ROOT}/#",
                                UPLINK_STATE)
-        for root in ROOTS:
+        for root, local_root in zip(ROOTS, LOCAL_ROOTS, strict=True):
             late.expect_retained(f"{root}/Status", b"connected", stored=True)
+            reader_info = json.loads(late.wait_for(f"{root}/Info").payload)
+            assert (reader_info["host_id"], reader_info["root"]) == (HOST_ID, local_root)
         late.expect_retained(f"{BRIDGE_ROOT}/Status", b"online", stored=True)
         late.expect_retained(UPLINK_STATE, b"1", stored=True)
         info = json.loads(late.wait_for(f"{BRIDGE_ROOT}/Info").payload)
