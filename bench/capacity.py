@@ -262,7 +262,7 @@ def report(args: argparse.Namespace, out: TextIO) -> None:
           file=out)
     print(file=out)
     print("| stores | sales/s | PUBLISH/s in | MQTT in (Mbit/s) | wire in est. (Mbit/s) | "
-          "PUBLISH/s out | wire out est. (Mbit/s) | connections | retained | pings/s |",
+          "PUBLISH/s out | wire out est. (Mbit/s) | connections | retained | idle pings/s |",
           file=out)
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|", file=out)
     loads = [fleet_load(chosen, stores=stores, sales_per_store_minute=per_store_minute,
