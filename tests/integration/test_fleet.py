@@ -105,10 +105,13 @@ class Fleet:
             self.consumer.expect_retained(f"{root}/Status", b"connected", READY_TIMEOUT_S)
 
     def wait_settled(self) -> None:
-        """Until central has the readers' Info, the last thing the bridge publishes at
-        start: from then on nothing is in flight on the uplink."""
+        """Until central has the readers' Info and the bridge Info listing both readers,
+        the end of the bridge's start-up burst."""
         for root in ROOTS:
             self.consumer.wait_for(f"{root}/Info", READY_TIMEOUT_S)
+        self.consumer.wait_for(lambda m: m.topic == f"{BRIDGE_ROOT}/Info"
+                               and len(json.loads(m.payload)["readers"]) == len(ROOTS),
+                               READY_TIMEOUT_S)
 
     def send_command(self, reader: int, command: bytes, **properties: object) -> None:
         props = make_properties(**properties) if properties else None
@@ -184,9 +187,11 @@ def test_template_renders_to_the_uplink_we_document(test_pki):
             "remote_username store-00042", "remote_clientid store-00042",
             "notification_topic stores/00042/Uplink/State",
             "queue_qos0_messages false", "max_queued_messages 20000"} <= set(lines)
-    # Global settings must come before the first "connection": Mosquitto would read them
-    # as part of the bridge otherwise.
-    assert lines.index("connection central") > lines.index("max_queued_messages 20000")
+    # In the file, global settings must come before the first "connection": Mosquitto
+    # would read them as part of the bridge otherwise.
+    keys = [line.split()[0] for line in TEMPLATE.read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+    assert max(keys.index(key) for key in QUEUE_SETTINGS) < keys.index("connection")
 
 
 def test_readers_appear_at_central_and_answer_commands_from_there(make_fleet):
@@ -217,7 +222,6 @@ def test_readers_appear_at_central_and_answer_commands_from_there(make_fleet):
         # The mqttv50 uplink keeps the bridge's user properties.
         user = dict(reply.user_properties)
         assert len(user["boot_id"]) == 16 and int(user["seq"]) >= 1
-        assert f.bus.readers[0].host_messages.count(commands.get_serial_number(0x42)) == 0
 
         # An MQTT 5 request with a response topic under MagTek/Reply/: the reply crosses
         # the Reply/# out mapping with its correlation data.
@@ -226,6 +230,12 @@ def test_readers_appear_at_central_and_answer_commands_from_there(make_fleet):
         answer = f.consumer.wait_for(f"{REMOTE}MagTek/Reply/{CONSUMER}/1", RESPONSE_TIMEOUT_S)
         assert answer.correlation_data == b"c-1"
         assert parse_message(bytes.fromhex(answer.payload.decode())).ref == 0x33
+
+        # Each command reached its reader once: no echo back down through the uplink.
+        serial_command = commands.get_serial_number(0x42)
+        assert f.bus.readers[1].host_messages.count(serial_command) == 1
+        assert f.bus.readers[0].host_messages.count(serial_command) == 0
+        assert f.bus.readers[0].host_messages.count(commands.get_firmware_id(0x33)) == 1
 
 
 def test_cut_uplink_queues_readings_and_drops_commands(make_fleet):
