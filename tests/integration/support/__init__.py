@@ -1,6 +1,6 @@
-"""Integration-test support: real Mosquitto brokers, a throwaway PKI, an MQTT probe client
-and the mosquitto_pub/mosquitto_sub command-line clients. The fixtures live in
-tests/integration/conftest.py."""
+"""Integration-test support: real Mosquitto brokers, a throwaway PKI, an MQTT probe client,
+the mosquitto_pub/mosquitto_sub command-line clients and a TCP relay that can cut a link.
+The fixtures live in tests/integration/conftest.py."""
 
 from tests.integration.support.broker import (
     HOST,
@@ -21,6 +21,7 @@ from tests.integration.support.cli import (
 from tests.integration.support.messages import Received, make_properties
 from tests.integration.support.pki import Pki, make_pki
 from tests.integration.support.probe import MqttProbe, ProbeConnectError
+from tests.integration.support.relay import TcpRelay
 from tests.integration.support.tools import find_tool, require_tool
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "Pki",
     "ProbeConnectError",
     "Received",
+    "TcpRelay",
     "connection_args",
     "find_tool",
     "free_port",

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -93,6 +94,9 @@ class MqttProbe:
         client_cert: present the broker's client certificate (True), none (False), a
             (cert, key) pair, or, by default, the broker's one only if it requires one.
         tls_version: speak only this TLS version (a refusal looks different in 1.2 and 1.3).
+        session_expiry: MQTT v5 session expiry interval in seconds: the broker keeps the
+            session (subscriptions and queued QoS 1/2 messages) that long after a
+            disconnect, and reconnects resume it. The first connect still starts clean.
     """
 
     def __init__(self, broker: Broker, *, client_id: str | None = None,
@@ -101,8 +105,12 @@ class MqttProbe:
                  protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
                  ca_file: Path | None = None,
                  client_cert: bool | tuple[Path, Path] | None = None,
-                 tls_version: ssl.TLSVersion | None = None) -> None:
+                 tls_version: ssl.TLSVersion | None = None,
+                 session_expiry: int | None = None) -> None:
+        if session_expiry is not None and protocol != MQTTProtocolVersion.MQTTv5:
+            raise ValueError("session_expiry needs MQTT v5")
         self.broker = broker
+        self.session_expiry = session_expiry
         self.client_id = client_id or f"probe-{os.getpid()}-{next(_ids)}-{secrets.token_hex(3)}"
         self.inbox: queue.Queue[Received] = queue.Queue()
         self._kept: list[Received] = []
@@ -210,8 +218,14 @@ class MqttProbe:
             OSError: nothing listens on the port.
             ProbeConnectError: CONNACK with a failure reason, or the connection dropped.
         """
+        properties: Properties | None = None
+        if self.session_expiry is not None:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = self.session_expiry
         try:
-            self.client.connect(self.broker.host, self.broker.port, keepalive=KEEPALIVE_S)
+            # paho starts clean the first time only (its default), then resumes the session.
+            self.client.connect(self.broker.host, self.broker.port, keepalive=KEEPALIVE_S,
+                                properties=properties)
         except OSError:
             self._closed = True
             if self._context is not None:
