@@ -77,6 +77,7 @@ def link_options(settings: Settings) -> LinkOptions:
         tls=tls,
         reconnect_min_delay=m.reconnect_min_delay,
         reconnect_max_delay=m.reconnect_max_delay,
+        max_inflight=settings.outbox.window + 8,
     )
 
 

@@ -125,7 +125,7 @@ class OutboxSettings(_Section):
     max_messages: int = Field(default=10_000, ge=1, le=10_000_000)
     max_bytes: int = Field(default=16 << 20, ge=1024)
     ttl: float = Field(default=300.0, gt=0, le=86_400)
-    window: int = Field(default=16, ge=1, le=20)  # paho's own in-flight cap is 20
+    window: int = Field(default=16, ge=1, le=1000)
     max_packet_size: int = Field(default=0, ge=0, le=268_435_460)
     spool: Literal["auto", "on", "off"] = "auto"
     spool_path: Path | None = None

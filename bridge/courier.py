@@ -33,7 +33,7 @@ from bridge.spool import Spool
 
 _log = structlog.get_logger("bridge.courier")
 
-DEFAULT_WINDOW: Final = 16  # below paho's default in-flight cap of 20
+DEFAULT_WINDOW: Final = 16  # per connection; bounds the burst paho re-sends after a reconnect
 _TICK: Final = 0.25
 _REPLAYED: Final = ("replayed", "true")
 

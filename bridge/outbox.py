@@ -206,19 +206,21 @@ class Outbox:
                 self._entries[index].replayed = True
 
     def expire(self) -> int:
-        """Drop waiting entries past their time-to-live (also done lazily when sending)."""
+        """Drop waiting entries past their time-to-live (also done lazily when sending).
+
+        Entries are in creation order (a restart's leftovers come first and are older), so
+        the first one still alive ends the scan: cheap however long the backlog.
+        """
         with self.lock:
             now = self._clock()
             dropped = 0
-            index = self._in_flight
-            while index < len(self._entries):
-                entry = self._entries[index]
-                if entry.remaining_ttl(self.limits.ttl, now) <= 0:
-                    del self._entries[index]
-                    self._discard(entry, DropReason.EXPIRED)
-                    dropped += 1
-                else:
-                    index += 1
+            while self._in_flight < len(self._entries):
+                entry = self._entries[self._in_flight]
+                if entry.remaining_ttl(self.limits.ttl, now) > 0:
+                    break
+                del self._entries[self._in_flight]
+                self._discard(entry, DropReason.EXPIRED)
+                dropped += 1
             return dropped
 
 

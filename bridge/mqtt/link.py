@@ -61,6 +61,8 @@ class LinkOptions:
     tls: TlsOptions | None = None
     reconnect_min_delay: float = 0.5
     reconnect_max_delay: float = 10.0
+    # paho's in-flight cap; above the outbox window, so status and responses never queue.
+    max_inflight: int = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +298,7 @@ class MqttLink:
             min_delay=max(1, round(options.reconnect_min_delay)),
             max_delay=max(1, round(options.reconnect_max_delay)),
         )
+        self._client.max_inflight_messages_set(options.max_inflight)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
