@@ -299,9 +299,13 @@ def bench_process(port: int, readers: int, rate: float, seconds: float,
             out["messages"] = seen - seen0
         else:
             cpu0, t0 = _proc_cpu_seconds(proc.pid), time.perf_counter()
+            seen0 = _messages_in(metrics_port)
             time.sleep(seconds)
             cpu = _proc_cpu_seconds(proc.pid) - cpu0
-            out["cpu_pct"] = round(100 * cpu / (time.perf_counter() - t0), 2)
+            elapsed = time.perf_counter() - t0
+            out["cpu_pct"] = round(100 * cpu / elapsed, 2)
+            # Did it keep up? Messages read from the readers per second, all readers.
+            out["messages_s"] = round((_messages_in(metrics_port) - seen0) / elapsed)
         out["rss_mb"] = round(_proc_rss_mb(proc.pid), 1)
     finally:
         proc.terminate()
@@ -309,6 +313,17 @@ def bench_process(port: int, readers: int, rate: float, seconds: float,
         sub.loop_stop()
         sub.disconnect()
     return out
+
+
+def _paho_cpu(port: int, rate: float, seconds: float) -> tuple[float, float]:
+    """CPU % of a bare paho publisher process at ``rate`` (see bench/paho_publisher.py)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.paho_publisher", "--port", str(port), "--rate", str(rate),
+         "--seconds", str(seconds)],
+        capture_output=True, text=True, check=True, timeout=seconds + 60,
+        cwd=Path(__file__).resolve().parents[1])
+    cpu, sent_rate = out.stdout.split()
+    return float(cpu), float(sent_rate)
 
 
 def main() -> int:
@@ -345,8 +360,14 @@ def main() -> int:
         results["startup_s"] = one["startup_s"]
         results["cpu_pct_line_rate_1_reader"] = one["cpu_pct"]
         results["rss_mb_1_reader"] = one["rss_mb"]
+        base_cpu, base_rate = _paho_cpu(broker.port, 1000.0, seconds)
+        results["baseline_paho_cpu_pct_line_rate"] = base_cpu
+        results["baseline_paho_rate_msgs_s"] = base_rate
+        results["cpu_vs_paho_line_rate"] = round(one["cpu_pct"] / base_cpu, 2)
         four = bench_process(broker.port, 4, 1000.0, seconds)
         results["cpu_pct_line_rate_4_readers"] = four["cpu_pct"]
+        results["messages_s_1_reader"] = one["messages_s"]
+        results["messages_s_4_readers"] = four["messages_s"]
         results["rss_mb_4_readers"] = four["rss_mb"]
         total = 100_000 if args.quick else 1_000_000
         growth = bench_process(broker.port, 1, 100_000.0, 0, count_messages=total)
