@@ -17,7 +17,7 @@ from bridge.mms import build_notification, commands, packetize, parse_message
 from bridge.transport.simulated import SimulatedBus
 from tests.integration.harness import running_bridge, wait_until
 from tests.integration.support.consumer import DurableConsumer
-from tests.integration.support.proxy import BlackHoleProxy
+from tests.integration.support.relay import TcpRelay
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -32,6 +32,27 @@ PERSISTENT = (
 
 def numbered(n: int) -> bytes:
     return build_notification(0x1001, n.to_bytes(4, "big"))
+
+
+@pytest.fixture
+def durable_broker(broker_factory, tmp_path):
+    """A broker that keeps sessions and queued QoS 1 messages across its own restarts."""
+    return persistent_broker(broker_factory, tmp_path)
+
+
+@pytest.fixture
+def consumers():
+    """``make(broker)``: a durable consumer of the test reader's MMSMessage, closed after."""
+    made: list[DurableConsumer] = []
+
+    def make(broker) -> DurableConsumer:
+        consumer = DurableConsumer(broker.host, broker.port, f"{ROOT}/MMSMessage")
+        made.append(consumer)
+        return consumer
+
+    yield make
+    for consumer in made:
+        consumer.close()
 
 
 def persistent_broker(factory, tmp_path):
@@ -66,122 +87,110 @@ def connected(app) -> bool:
     return bool(sessions) and all(s.link is not None and s.link.ready.is_set() for s in sessions)
 
 
-def test_broker_restart_during_1000_messages(broker_factory, tmp_path):
-    broker = persistent_broker(broker_factory, tmp_path)
-    consumer = DurableConsumer(broker.host, broker.port, f"{ROOT}/MMSMessage")
+def test_broker_restart_during_1000_messages(durable_broker, consumers):
+    broker = durable_broker
+    consumer = consumers(broker)
     bus = SimulatedBus(count=1, serials=[SERIAL], auto_present=None)
-    try:
-        with running_bridge(broker, bus=bus) as (app, _):
-            assert wait_until(lambda: connected(app), 10)
-            reader = bus.readers[0]
+    with running_bridge(broker, bus=bus) as (app, _):
+        assert wait_until(lambda: connected(app), 10)
+        reader = bus.readers[0]
 
-            def emit() -> None:
-                for n in range(1000):
-                    reader.emit_message(numbered(n))
-                    time.sleep(0.002)
+        def emit() -> None:
+            for n in range(1000):
+                reader.emit_message(numbered(n))
+                time.sleep(0.002)
 
-            emitter = threading.Thread(target=emit)
-            emitter.start()
-            assert wait_until(lambda: len(consumer.deliveries) >= 200, 20)
-            broker.restart()
-            emitter.join(30)
-            assert consumer.wait_for_count(1000, 60), f"only {len(consumer.unique())} arrived"
-            assert_in_order_once(consumer, list(range(1000)))
-            duplicates = len(consumer.deliveries) - len(consumer.unique())
-            replayed = sum(d.replayed for d in consumer.unique())
-            assert dropped(app, "full") + dropped(app, "expired") == 0
-            report("broker restart", sent=1000, delivered=len(consumer.unique()),
-                   duplicates=duplicates, replayed=replayed, dropped=0)
-    finally:
-        consumer.close()
+        emitter = threading.Thread(target=emit)
+        emitter.start()
+        assert wait_until(lambda: len(consumer.deliveries) >= 200, 20)
+        broker.restart()
+        emitter.join(30)
+        assert consumer.wait_for_count(1000, 60), f"only {len(consumer.unique())} arrived"
+        assert_in_order_once(consumer, list(range(1000)))
+        duplicates = len(consumer.deliveries) - len(consumer.unique())
+        replayed = sum(d.replayed for d in consumer.unique())
+        assert dropped(app, "full") + dropped(app, "expired") == 0
+        report("broker restart", sent=1000, delivered=len(consumer.unique()),
+               duplicates=duplicates, replayed=replayed, dropped=0)
 
 
-def test_thirty_second_outage_delivers_everything_in_order(broker_factory, tmp_path):
-    broker = persistent_broker(broker_factory, tmp_path)
-    consumer = DurableConsumer(broker.host, broker.port, f"{ROOT}/MMSMessage")
+def test_thirty_second_outage_delivers_everything_in_order(durable_broker, consumers):
+    broker = durable_broker
+    consumer = consumers(broker)
     bus = SimulatedBus(count=1, serials=[SERIAL], auto_present=None)
-    try:
-        with running_bridge(broker, bus=bus) as (app, _):
-            assert wait_until(lambda: connected(app), 10)
-            reader = bus.readers[0]
-            for n in range(50):
-                reader.emit_message(numbered(n))
-            assert consumer.wait_for_count(50, 10)
-            broker.stop()
-            assert wait_until(lambda: not connected(app), 10)
-            started = time.monotonic()
-            n = 50
-            while time.monotonic() - started < 30:
-                reader.emit_message(numbered(n))
-                n += 1
-                time.sleep(0.05)
-            held = app.courier.queued(SERIAL)
-            broker.start()
-            assert consumer.wait_for_count(n, 30), f"{len(consumer.unique())} of {n}"
-            assert_in_order_once(consumer, list(range(n)))
-            late = [d for d in consumer.unique() if d.number >= 50]
-            assert all(d.replayed for d in late)
-            assert not any(d.replayed for d in consumer.unique()[:50])
-            assert wait_until(lambda: app.courier.queued(SERIAL) == 0, 5)
-            assert sample(app, "magtek_bridge_outbox_replayed_total") >= n - 50
-            report("30 s outage", sent=n, held_during_outage=held,
-                   delivered=len(consumer.unique()), replayed=len(late), dropped=0)
-    finally:
-        consumer.close()
+    with running_bridge(broker, bus=bus) as (app, _):
+        assert wait_until(lambda: connected(app), 10)
+        reader = bus.readers[0]
+        for n in range(50):
+            reader.emit_message(numbered(n))
+        assert consumer.wait_for_count(50, 10)
+        broker.stop()
+        assert wait_until(lambda: not connected(app), 10)
+        started = time.monotonic()
+        n = 50
+        while time.monotonic() - started < 30:
+            reader.emit_message(numbered(n))
+            n += 1
+            time.sleep(0.05)
+        held = app.courier.queued(SERIAL)
+        broker.start()
+        assert consumer.wait_for_count(n, 30), f"{len(consumer.unique())} of {n}"
+        assert_in_order_once(consumer, list(range(n)))
+        late = [d for d in consumer.unique() if d.number >= 50]
+        assert all(d.replayed for d in late)
+        assert not any(d.replayed for d in consumer.unique()[:50])
+        assert wait_until(lambda: app.courier.queued(SERIAL) == 0, 5)
+        assert sample(app, "magtek_bridge_outbox_replayed_total") >= n - 50
+        report("30 s outage", sent=n, held_during_outage=held,
+               delivered=len(consumer.unique()), replayed=len(late), dropped=0)
 
 
-def test_outage_longer_than_ttl_drops_expired_and_counts_them(broker_factory, tmp_path):
-    broker = persistent_broker(broker_factory, tmp_path)
-    consumer = DurableConsumer(broker.host, broker.port, f"{ROOT}/MMSMessage")
+def test_outage_longer_than_ttl_drops_expired_and_counts_them(durable_broker, consumers):
+    broker = durable_broker
+    consumer = consumers(broker)
     bus = SimulatedBus(count=1, serials=[SERIAL], auto_present=None)
-    try:
-        with running_bridge(broker, bus=bus, outbox={"ttl": 4.0}) as (app, _):
-            assert wait_until(lambda: connected(app), 10)
-            reader = bus.readers[0]
-            broker.stop()
-            assert wait_until(lambda: not connected(app), 10)
-            for n in range(20):  # these will be 6 s old when the broker returns
-                reader.emit_message(numbered(n))
-            time.sleep(6)
-            for n in range(20, 30):
-                reader.emit_message(numbered(n))
-            assert wait_until(lambda: app.courier.queued(SERIAL) >= 10, 5)
-            broker.start()
-            assert consumer.wait_for_count(10, 15)
-            assert wait_until(lambda: app.courier.queued(SERIAL) == 0, 5)
-            assert_in_order_once(consumer, list(range(20, 30)))
-            assert dropped(app, "expired") == 20
-            report("outage 6 s > ttl 4 s", sent=30, delivered=len(consumer.unique()),
-                   dropped_expired=int(dropped(app, "expired")))
-    finally:
-        consumer.close()
+    with running_bridge(broker, bus=bus, outbox={"ttl": 4.0}) as (app, _):
+        assert wait_until(lambda: connected(app), 10)
+        reader = bus.readers[0]
+        broker.stop()
+        assert wait_until(lambda: not connected(app), 10)
+        for n in range(20):  # these will be 6 s old when the broker returns
+            reader.emit_message(numbered(n))
+        time.sleep(6)
+        for n in range(20, 30):
+            reader.emit_message(numbered(n))
+        assert wait_until(lambda: app.courier.queued(SERIAL) >= 10, 5)
+        broker.start()
+        assert consumer.wait_for_count(10, 15)
+        assert wait_until(lambda: app.courier.queued(SERIAL) == 0, 5)
+        assert_in_order_once(consumer, list(range(20, 30)))
+        assert dropped(app, "expired") == 20
+        report("outage 6 s > ttl 4 s", sent=30, delivered=len(consumer.unique()),
+               dropped_expired=int(dropped(app, "expired")))
 
 
-def test_oversize_message_is_dropped_and_does_not_jam_the_rest(broker_factory, tmp_path):
+def test_oversize_message_is_dropped_and_does_not_jam_the_rest(broker_factory, consumers):
     broker = broker_factory(extra="max_packet_size 4096\n")
-    consumer = DurableConsumer(broker.host, broker.port, f"{ROOT}/MMSMessage")
+    consumer = consumers(broker)
     bus = SimulatedBus(count=1, serials=[SERIAL], auto_present=None)
-    try:
-        with running_bridge(broker, bus=bus) as (app, _):
-            assert wait_until(lambda: connected(app), 10)
-            reader = bus.readers[0]
-            reader.emit_message(numbered(1))
-            big = build_notification(0x1001, (2).to_bytes(4, "big"),
-                                     payload=b"\xc1\x82" + (3000).to_bytes(2, "big") + b"\0" * 3000)
-            reader.emit_message(big)  # 6 KB as hex: over the broker's 4 KB
-            reader.emit_message(numbered(3))
-            assert consumer.wait_for_count(2, 10)
-            assert_in_order_once(consumer, [1, 3])
-            assert dropped(app, "oversize") == 1
-            report("oversize", sent=3, delivered=2, dropped_oversize=1)
-    finally:
-        consumer.close()
+    with running_bridge(broker, bus=bus) as (app, _):
+        assert wait_until(lambda: connected(app), 10)
+        reader = bus.readers[0]
+        reader.emit_message(numbered(1))
+        big = build_notification(0x1001, (2).to_bytes(4, "big"),
+                                 payload=b"\xc1\x82" + (3000).to_bytes(2, "big") + b"\0" * 3000)
+        reader.emit_message(big)  # 6 KB as hex: over the broker's 4 KB
+        reader.emit_message(numbered(3))
+        assert consumer.wait_for_count(2, 10)
+        assert_in_order_once(consumer, [1, 3])
+        assert dropped(app, "oversize") == 1
+        report("oversize", sent=3, delivered=2, dropped_oversize=1)
 
 
-def test_network_partition_noticed_within_keepalive_and_healed(broker_factory, tmp_path):
-    broker = persistent_broker(broker_factory, tmp_path)
-    consumer = DurableConsumer(broker.host, broker.port, f"{ROOT}/MMSMessage")
-    proxy = BlackHoleProxy(broker.port)
+def test_network_partition_noticed_within_keepalive_and_healed(durable_broker, consumers):
+    broker = durable_broker
+    consumer = consumers(broker)
+    proxy = TcpRelay(broker.host, broker.port)
     bus = SimulatedBus(count=1, serials=[SERIAL], auto_present=None)
     keepalive = 5
     try:
@@ -212,7 +221,6 @@ def test_network_partition_noticed_within_keepalive_and_healed(broker_factory, t
                    noticed_after_s=round(noticed_after, 1), keepalive_s=keepalive,
                    duplicates=len(consumer.deliveries) - len(consumer.unique()))
     finally:
-        consumer.close()
         proxy.close()
 
 
@@ -319,51 +327,45 @@ def test_flood_of_malformed_reports_and_garbage_commands(broker, probe_factory):
                rss_growth_mb=round(rss_growth, 1))
 
 
-def test_spool_disk_full_and_corrupt_fall_back_to_memory(broker_factory, tmp_path):
-    broker = persistent_broker(broker_factory, tmp_path)
-    consumer = DurableConsumer(broker.host, broker.port, f"{ROOT}/MMSMessage")
+def test_spool_disk_full_and_corrupt_fall_back_to_memory(durable_broker, consumers, tmp_path):
+    broker = durable_broker
+    consumer = consumers(broker)
     spool = tmp_path / "full.sqlite"
     bus = SimulatedBus(count=1, serials=[SERIAL], auto_present=None)
-    try:
-        with running_bridge(broker, bus=bus, outbox={"spool_path": str(spool),
-                                                     "spool_max_bytes": 65536}) as (app, _):
-            assert wait_until(lambda: connected(app), 10)
-            broker.stop()
-            assert wait_until(lambda: not connected(app), 10)
-            for n in range(60):  # ~2 KB each as hex: the 64 KB spool fills up
-                reader_message = build_notification(0x1001, n.to_bytes(4, "big"),
-                                                    payload=b"\xc1\x82\x04\x00" + b"\1" * 1024)
-                bus.readers[0].emit_message(reader_message)
-            assert wait_until(lambda: app.courier.queued(SERIAL) == 60, 10)
-            assert sample(app, "magtek_bridge_spool_failures_total", operation="write") == 1
-            assert sample(app, "magtek_bridge_spool_enabled") == 0
-            _, details = app.readiness()
-            assert str(details["spool"]).startswith("off: write:")
-            broker.start()
-            assert consumer.wait_for_count(60, 20)
-            assert_in_order_once(consumer, list(range(60)))
-            report("spool disk full", sent=60, delivered=60, spool_failures=1)
-    finally:
-        consumer.close()
+    with running_bridge(broker, bus=bus, outbox={"spool_path": str(spool),
+                                                 "spool_max_bytes": 65536}) as (app, _):
+        assert wait_until(lambda: connected(app), 10)
+        broker.stop()
+        assert wait_until(lambda: not connected(app), 10)
+        for n in range(60):  # ~2 KB each as hex: the 64 KB spool fills up
+            reader_message = build_notification(0x1001, n.to_bytes(4, "big"),
+                                                payload=b"\xc1\x82\x04\x00" + b"\1" * 1024)
+            bus.readers[0].emit_message(reader_message)
+        assert wait_until(lambda: app.courier.queued(SERIAL) == 60, 10)
+        assert sample(app, "magtek_bridge_spool_failures_total", operation="write") == 1
+        assert sample(app, "magtek_bridge_spool_enabled") == 0
+        _, details = app.readiness()
+        assert str(details["spool"]).startswith("off: write:")
+        broker.start()
+        assert consumer.wait_for_count(60, 20)
+        assert_in_order_once(consumer, list(range(60)))
+        report("spool disk full", sent=60, delivered=60, spool_failures=1)
 
     corrupt = tmp_path / "corrupt.sqlite"
     corrupt.write_bytes(b"\x00garbage, not SQLite\x00" * 512)
-    probe_consumer = DurableConsumer(broker.host, broker.port, f"{ROOT}/MMSMessage")
-    try:
-        with running_bridge(broker, bus=SimulatedBus(count=1, serials=[SERIAL],
-                                                     auto_present=None),
-                            outbox={"spool_path": str(corrupt)}) as (app, bus2):
-            assert sample(app, "magtek_bridge_spool_failures_total", operation="open") == 1
-            assert wait_until(lambda: connected(app), 10)
-            for n in range(5):
-                bus2.readers[0].emit_message(numbered(n))
-            assert probe_consumer.wait_for_count(5, 10)
-            assert probe_consumer.numbers() == list(range(5))
-            _, details = app.readiness()
-            assert str(details["spool"]).startswith("off: open:")
-            report("corrupt spool", sent=5, delivered=5, spool_failures=1)
-    finally:
-        probe_consumer.close()
+    probe_consumer = consumers(broker)
+    with running_bridge(broker, bus=SimulatedBus(count=1, serials=[SERIAL],
+                                                 auto_present=None),
+                        outbox={"spool_path": str(corrupt)}) as (app, bus2):
+        assert sample(app, "magtek_bridge_spool_failures_total", operation="open") == 1
+        assert wait_until(lambda: connected(app), 10)
+        for n in range(5):
+            bus2.readers[0].emit_message(numbered(n))
+        assert probe_consumer.wait_for_count(5, 10)
+        assert probe_consumer.numbers() == list(range(5))
+        _, details = app.readiness()
+        assert str(details["spool"]).startswith("off: open:")
+        report("corrupt spool", sent=5, delivered=5, spool_failures=1)
 
 
 def test_command_for_an_unplugged_reader_is_refused_not_stored(broker, probe_factory):

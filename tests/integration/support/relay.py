@@ -4,6 +4,11 @@ network link (say, a store broker's uplink to the central broker) while both end
 While cut, every relayed connection is closed at once (both ends see the TCP connection
 end) and new connections are refused (the listening socket is closed), as when a store's
 WAN link is down. ``restore()`` listens on the same port again.
+
+``blackhole()`` is the other kind of partition: connections stay open and new ones are
+accepted, but every byte is read and thrown away (no FIN, no RST), so only keepalives can tell.
+``heal()`` forwards again and cuts the connections that lived through it, as a stateful
+firewall would have timed them out.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class TcpRelay:
         self._peers: dict[socket.socket, socket.socket] = {}
         self._listener: socket.socket | None = None
         self._closed = False
+        self._blackholed = False
         self.port = self._listen(0)
         self._thread = threading.Thread(target=self._run, name=f"tcp-relay-{self.port}",
                                         daemon=True)
@@ -68,6 +74,18 @@ class TcpRelay:
                 self._selector.unregister(self._listener)
                 self._listener.close()
                 self._listener = None
+            for sock in list(self._peers):
+                self._drop(sock)
+
+    def blackhole(self) -> None:
+        """Discard every byte from now on, in both directions; keep accepting."""
+        with self._lock:
+            self._blackholed = True
+
+    def heal(self) -> None:
+        """Forward again; connections that saw the black hole are closed."""
+        with self._lock:
+            self._blackholed = False
             for sock in list(self._peers):
                 self._drop(sock)
 
@@ -122,6 +140,12 @@ class TcpRelay:
             client, _ = listener.accept()
         except BlockingIOError:
             return
+        if self._blackholed:
+            # Accepted by the local stack, never answered: the client's own peer.
+            client.setblocking(False)
+            self._selector.register(client, selectors.EVENT_READ)
+            self._peers[client] = client
+            return
         try:
             upstream = socket.create_connection(self.target, UPSTREAM_CONNECT_TIMEOUT_S)
         except OSError:
@@ -140,7 +164,8 @@ class TcpRelay:
         try:
             data = sock.recv(CHUNK)
             if data:
-                peer.sendall(data)
+                if not self._blackholed and peer is not sock:
+                    peer.sendall(data)
                 return
         except OSError:
             pass
