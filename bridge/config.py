@@ -8,6 +8,7 @@ environment, never the command line, and never appear in a repr. Every error nam
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -162,6 +163,45 @@ class MetricsSettings(_Section):
     port: int = Field(default=9108, ge=0, le=65535)
 
 
+class WebSocketAuthSettings(_Section):
+    """Who may use the WebSocket endpoint: nobody checked, a shared token, or HTTP Basic."""
+
+    mode: Literal["none", "token", "basic"] = "none"
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+
+    def token_value(self) -> str | None:
+        if self.token is not None:
+            return self.token.get_secret_value()
+        return _read_secret(self.token_file, "websocket.auth.token_file")
+
+    def password_value(self) -> str | None:
+        if self.password is not None:
+            return self.password.get_secret_value()
+        return _read_secret(self.password_file, "websocket.auth.password_file")
+
+
+class WebSocketTlsSettings(_Section):
+    cert_file: Path | None = None  # both set: wss:// instead of ws://
+    key_file: Path | None = None
+
+
+class WebSocketSettings(_Section):
+    """The local WebSocket endpoint for WebSocket MMS clients (bridge.websocket)."""
+
+    enabled: bool = False
+    address: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+    allowed_origins: list[str] = []
+    max_clients_per_reader: int = Field(default=4, ge=1, le=64)
+    client_queue_limit: int = Field(default=256, ge=1, le=100_000)
+    tls: WebSocketTlsSettings = WebSocketTlsSettings()
+    auth: WebSocketAuthSettings = WebSocketAuthSettings()
+
+
 class Settings(BaseSettings):
     """Everything the bridge reads from its configuration; sections mirror the TOML file."""
 
@@ -175,6 +215,7 @@ class Settings(BaseSettings):
     outbox: OutboxSettings = OutboxSettings()
     logging: LoggingSettings = LoggingSettings()
     metrics: MetricsSettings = MetricsSettings()
+    websocket: WebSocketSettings = WebSocketSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -278,6 +319,38 @@ def _check_files(settings: Settings) -> None:
         raise ConfigError(f"outbox.spool_path: directory {spool_path.parent} does not exist")
     if settings.mqtt.reconnect_max_delay < settings.mqtt.reconnect_min_delay:
         raise ConfigError("mqtt.reconnect_max_delay: must not be below reconnect_min_delay")
+    if settings.websocket.enabled:
+        _check_websocket(settings.websocket)
+
+
+def _check_websocket(ws: WebSocketSettings) -> None:
+    for key in ("cert_file", "key_file"):
+        value = getattr(ws.tls, key)
+        if value is not None and not Path(value).is_file():
+            raise ConfigError(f"websocket.tls.{key}: file {value} does not exist")
+    if (ws.tls.cert_file is None) != (ws.tls.key_file is None):
+        raise ConfigError("websocket.tls.cert_file and websocket.tls.key_file go together")
+    auth = ws.auth
+    if auth.mode == "token" and not auth.token_value():
+        raise ConfigError("websocket.auth.mode: 'token' needs websocket.auth.token_file or "
+                          "MAGTEK_BRIDGE_WEBSOCKET__AUTH__TOKEN")
+    if auth.mode == "basic" and not (auth.username and auth.password_value()):
+        raise ConfigError("websocket.auth.mode: 'basic' needs websocket.auth.username and "
+                          "websocket.auth.password_file (or "
+                          "MAGTEK_BRIDGE_WEBSOCKET__AUTH__PASSWORD)")
+    # A reader that takes payments must not be drivable by anyone on the network.
+    if auth.mode == "none" and not _is_loopback(ws.address):
+        raise ConfigError(f"websocket.address: listening on {ws.address} (beyond loopback) "
+                          "needs websocket.auth.mode 'token' or 'basic'")
+
+
+def _is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 __all__ = [
@@ -290,5 +363,8 @@ __all__ = [
     "Settings",
     "TlsSettings",
     "TopicsSettings",
+    "WebSocketAuthSettings",
+    "WebSocketSettings",
+    "WebSocketTlsSettings",
     "load_settings",
 ]

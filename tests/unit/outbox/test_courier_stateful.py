@@ -173,7 +173,7 @@ class CourierMachine(RuleBasedStateMachine):
         assert self.courier.queued(SERIAL) == 0
         firsts: list[int] = []
         seen: set[int] = set()
-        for number, dup in self.broker.received:
+        for number, _dup in self.broker.received:
             if number in seen:
                 continue  # a duplicate: same message, re-sent (seq/boot_id flag it)
             seen.add(number)
