@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import ssl
 import urllib.request
 
 import pytest
-from websockets.exceptions import ConnectionClosed
+from prometheus_client import CollectorRegistry
+from websockets.exceptions import ConnectionClosed, InvalidMessage
+from websockets.sync.client import connect
 
+from bridge.app import BridgeApp
+from bridge.errors import ConfigError
+from bridge.metrics import Metrics
 from bridge.mms import MessageType, commands
 from bridge.mms.messages import build_notification
 from bridge.transport.simulated import SimulatedBus
-from tests.integration.harness import wait_until
+from tests.integration.harness import bridge_settings, wait_until
 from tests.integration.wsclient import (
     drain_until_closed,
     is_json,
@@ -341,3 +348,30 @@ def test_device_responses_are_the_mms_message_payloads(broker, probe_factory):
         mqtt = probe.wait_for(f"{ROOT}/MMSMessage", timeout=5)
         assert mqtt.payload.decode() == frames[-1]
         assert messages(frames)[-1].message_type == MessageType.DEVICE_RESPONSE
+
+
+def test_wss_with_the_configured_certificate(broker, test_pki):
+    tls = {"cert_file": str(test_pki.server_cert), "key_file": str(test_pki.server_key)}
+    with ws_bridge(broker, _bus(), tls=tls) as app:
+        assert app.websocket.url.startswith("wss://")
+        context = ssl.create_default_context(cafile=str(test_pki.ca_file))
+        with connect(f"wss://127.0.0.1:{app.websocket.port}/", ssl=context, open_timeout=5,
+                     proxy=None) as client:
+            assert recv_json(client)["status"] == "connected"
+            client.send(commands.get_serial_number(0x81).hex())
+            recv_until(client, is_response(GET_SERIAL, 0x81))
+        # A plain ws:// client gets no WebSocket out of a TLS listener.
+        with pytest.raises((OSError, InvalidMessage, ConnectionClosed)):
+            open_client(f"ws://127.0.0.1:{app.websocket.port}/")
+
+
+def test_port_in_use_is_a_config_error_naming_the_key(broker):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = bridge_settings(broker, websocket={"enabled": True, "port": port})
+        app = BridgeApp(settings, backend=_bus(), metrics=Metrics(CollectorRegistry()))
+        with pytest.raises(ConfigError, match=r"websocket\.port"):
+            app.start()
+        app.stop()
