@@ -179,6 +179,11 @@ class ClientHub:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def settle(self) -> None:
+        """Let the closes of cut-off clients finish (each is bounded by ``CLOSE_GRACE``)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
 
 async def _close_slow(connection: ServerConnection, limit: int) -> None:
     # The close frame goes after what is already buffered; a client that never reads again

@@ -166,7 +166,8 @@ class WebSocketEndpoint:
     async def _close(self, server: Server) -> None:
         server.close(close_connections=True)
         try:
-            await asyncio.wait_for(server.wait_closed(), STOP_TIMEOUT)
+            await asyncio.wait_for(
+                asyncio.gather(server.wait_closed(), self.hub.settle()), STOP_TIMEOUT)
         except TimeoutError:
             _log.warning("websocket_stop_timeout")
         self._loop = None

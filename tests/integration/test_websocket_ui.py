@@ -115,3 +115,16 @@ def test_ui_with_token_auth(broker, browser, tmp_path):
         line = _get_serial_through_the_page(browser, base + "?token=ui-token-123")
         _screenshot(browser, tmp_path, "websocket-ui-token.png")
         assert SERIAL in line
+
+
+def test_ui_with_basic_auth(broker, browser, tmp_path):
+    password_file = tmp_path / "password"
+    password_file.write_text("pa55word")
+    bus = SimulatedBus(count=1, serials=[SERIAL], auto_present=None)
+    auth = {"mode": "basic", "username": "pos", "password_file": str(password_file)}
+    with ws_bridge(broker, bus, auth=auth) as app:
+        # The browser keeps the credentials for the origin: /readers, /commands and the
+        # WebSocket handshake all carry them.
+        line = _get_serial_through_the_page(
+            browser, f"http://pos:pa55word@127.0.0.1:{app.websocket.port}/ui")
+        assert SERIAL in line
