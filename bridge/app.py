@@ -38,6 +38,7 @@ from bridge.session import SessionOptions
 from bridge.spool import Spool
 from bridge.supervisor import Supervisor
 from bridge.transport import Backend, get_backend
+from bridge.websocket import WebSocketEndpoint
 
 if TYPE_CHECKING:
     from bridge.mppg.service import PaymentRequestService
@@ -134,6 +135,10 @@ class BridgeApp:
         options = link_options(settings)
         self.spool = self._open_spool(settings)
         self.courier = Courier(courier_options(settings), metrics=self.metrics, spool=self.spool)
+        self.websocket: WebSocketEndpoint | None = None
+        if settings.websocket.enabled:
+            self.websocket = WebSocketEndpoint(settings.websocket, metrics=self.metrics,
+                                               max_message_size=settings.readers.max_message_size)
         self.supervisor = Supervisor(
             self.backend,
             options=session_options(settings),
@@ -143,6 +148,7 @@ class BridgeApp:
             boot_id=self.boot_id,
             scan_interval=settings.readers.scan_interval,
             on_change=self._readers_changed,
+            observers=(self.websocket.hub,) if self.websocket is not None else (),
         )
         self.payments = self._payment_service()
         self.link = MqttLink(
@@ -285,6 +291,9 @@ class BridgeApp:
         _log.info("bridge_starting", version=__version__, host_id=self.settings.topics.host_id,
                   broker=f"{self.settings.mqtt.host}:{self.settings.mqtt.port}",
                   backend=getattr(self.backend, "name", "?"))
+        if self.websocket is not None:
+            # First: a port that cannot be bound stops the start before anything else runs.
+            self.websocket.start(self.supervisor)
         if self.ops is not None:
             self.ops.start()
         self.courier.start()
@@ -298,6 +307,8 @@ class BridgeApp:
             return
         self._stopped = True
         _log.info("bridge_stopping")
+        if self.websocket is not None:
+            self.websocket.stop()  # clients first: no new commands while readers close
         self.supervisor.stop()
         # Messages taken back from the readers' sessions get a last chance on the bridge's
         # own; whatever remains stays in the spool for the next start.

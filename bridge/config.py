@@ -214,6 +214,45 @@ class MppgSettings(_Section):
         return _read_secret(self.password_file, "mppg.password_file")
 
 
+class WebSocketAuthSettings(_Section):
+    """Who may use the WebSocket endpoint: nobody checked, a shared token, or HTTP Basic."""
+
+    mode: Literal["none", "token", "basic"] = "none"
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+
+    def token_value(self) -> str | None:
+        if self.token is not None:
+            return self.token.get_secret_value()
+        return _read_secret(self.token_file, "websocket.auth.token_file")
+
+    def password_value(self) -> str | None:
+        if self.password is not None:
+            return self.password.get_secret_value()
+        return _read_secret(self.password_file, "websocket.auth.password_file")
+
+
+class WebSocketTlsSettings(_Section):
+    cert_file: Path | None = None  # both set: wss:// instead of ws://
+    key_file: Path | None = None
+
+
+class WebSocketSettings(_Section):
+    """The local WebSocket endpoint for WebSocket MMS clients (bridge.websocket)."""
+
+    enabled: bool = False
+    address: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+    allowed_origins: list[str] = []
+    max_clients_per_reader: int = Field(default=4, ge=1, le=64)
+    client_queue_limit: int = Field(default=256, ge=1, le=100_000)
+    tls: WebSocketTlsSettings = WebSocketTlsSettings()
+    auth: WebSocketAuthSettings = WebSocketAuthSettings()
+
+
 class Settings(BaseSettings):
     """Everything the bridge reads from its configuration; sections mirror the TOML file."""
 
@@ -228,6 +267,9 @@ class Settings(BaseSettings):
     logging: LoggingSettings = LoggingSettings()
     metrics: MetricsSettings = MetricsSettings()
     mppg: MppgSettings = MppgSettings()
+
+
+    websocket: WebSocketSettings = WebSocketSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -332,6 +374,8 @@ def _check_files(settings: Settings) -> None:
     if settings.mqtt.reconnect_max_delay < settings.mqtt.reconnect_min_delay:
         raise ConfigError("mqtt.reconnect_max_delay: must not be below reconnect_min_delay")
     _check_mppg(settings.mppg)
+    if settings.websocket.enabled:
+        _check_websocket(settings.websocket)
 
 
 def _check_mppg(mppg: MppgSettings) -> None:
@@ -347,6 +391,27 @@ def _check_mppg(mppg: MppgSettings) -> None:
                           "required when mppg.enabled is true")
 
 
+def _check_websocket(ws: WebSocketSettings) -> None:
+    for key in ("cert_file", "key_file"):
+        value = getattr(ws.tls, key)
+        if value is not None and not Path(value).is_file():
+            raise ConfigError(f"websocket.tls.{key}: file {value} does not exist")
+    if (ws.tls.cert_file is None) != (ws.tls.key_file is None):
+        raise ConfigError("websocket.tls.cert_file and websocket.tls.key_file go together")
+    auth = ws.auth
+    if auth.mode == "token" and not auth.token_value():
+        raise ConfigError("websocket.auth.mode: 'token' needs websocket.auth.token_file or "
+                          "MAGTEK_BRIDGE_WEBSOCKET__AUTH__TOKEN")
+    if auth.mode == "basic" and not (auth.username and auth.password_value()):
+        raise ConfigError("websocket.auth.mode: 'basic' needs websocket.auth.username and "
+                          "websocket.auth.password_file (or "
+                          "MAGTEK_BRIDGE_WEBSOCKET__AUTH__PASSWORD)")
+    # A reader that takes payments must not be drivable by anyone on the network.
+    if auth.mode == "none" and not _is_loopback(ws.address):
+        raise ConfigError(f"websocket.address: listening on {ws.address} (beyond loopback) "
+                          "needs websocket.auth.mode 'token' or 'basic'")
+
+
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "LoggingSettings",
@@ -358,5 +423,8 @@ __all__ = [
     "Settings",
     "TlsSettings",
     "TopicsSettings",
+    "WebSocketAuthSettings",
+    "WebSocketSettings",
+    "WebSocketTlsSettings",
     "load_settings",
 ]

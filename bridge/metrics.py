@@ -134,6 +134,27 @@ class Metrics:
             f"{_NS}_spool_enabled", "1 while the durable spool is in use", registry=r,
         )
 
+        self.websocket_clients = Gauge(
+            f"{_NS}_websocket_clients", "WebSocket clients attached to a reader", registry=r,
+        )
+        self.websocket_frames = Counter(
+            f"{_NS}_websocket_frames", "WebSocket frames to and from clients", ["direction"],
+            registry=r,
+        )
+        self.websocket_rejected_frames = Counter(
+            f"{_NS}_websocket_rejected_frames",
+            "WebSocket command frames refused with an error frame", ["reason"], registry=r,
+        )
+        self.websocket_slow_disconnects = Counter(
+            f"{_NS}_websocket_slow_client_disconnects",
+            "WebSocket clients disconnected for falling behind their queue limit", registry=r,
+        )
+        self.websocket_refused = Counter(
+            f"{_NS}_websocket_refused_connections",
+            "WebSocket connections refused (auth, origin, unknown reader, too many)",
+            ["reason"], registry=r,
+        )
+
         # Series that dashboards graph exist from the start (at 0), not from the first error.
         for reason in _FRAMING_REASONS:
             self.framing_errors.labels(reason)
@@ -143,6 +164,8 @@ class Metrics:
             self.outbox_dropped.labels(reason)
         for operation in ("open", "write", "delete", "read"):
             self.spool_failures.labels(operation)
+        for direction in ("in", "out"):
+            self.websocket_frames.labels(direction)
 
         # Label children used per report/message, looked up once (``labels()`` takes a lock).
         self._reports_in = self.hid_reports.labels("in")
@@ -178,6 +201,12 @@ class Metrics:
 
     def command_rejected(self, reason: str) -> None:
         self.commands.labels("rejected", reason).inc()
+
+    def websocket_frame(self, direction: str) -> None:
+        self.websocket_frames.labels(direction).inc()
+
+    def websocket_rejected(self, reason: str) -> None:
+        self.websocket_rejected_frames.labels(reason).inc()
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type, for ``/metrics``."""
