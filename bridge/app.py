@@ -164,6 +164,7 @@ class BridgeApp:
             metrics=self.metrics,
             on_published=self.courier.published,
             on_ready=self.courier.link_ready,
+            on_taken_back=self.courier.taken_back,
         )
         self.courier.set_fallback(self.link)
         if self.payments is not None:
@@ -220,6 +221,8 @@ class BridgeApp:
                 stuck.append(f"hid-read[{session.info.path}]")
         if not self.link.thread_alive():
             stuck.append("mqtt")
+        if now - self.courier.heartbeat > STUCK_AFTER:
+            stuck.append("outbox-pump")
         return (not stuck), {"stuck": stuck}
 
     def readiness(self) -> tuple[bool, dict[str, object]]:

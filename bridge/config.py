@@ -75,7 +75,8 @@ class MqttSettings(_Section):
     username: str | None = None
     password: SecretStr | None = None
     password_file: Path | None = None
-    qos_messages: int = Field(default=1, ge=0, le=2)
+    # QoS 0 would let a message vanish unacknowledged: the outbox needs an ack to let go.
+    qos_messages: int = Field(default=1, ge=1, le=2)
     qos_status: int = Field(default=1, ge=0, le=2)
     reconnect_min_delay: float = Field(default=0.5, gt=0)
     reconnect_max_delay: float = Field(default=10.0, gt=0)

@@ -56,7 +56,7 @@ class Courier:
         *,
         metrics: Metrics,
         spool: Spool | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.options = options
         self._metrics = metrics
@@ -69,6 +69,7 @@ class Courier:
         self._link_load: dict[int, int] = {}
         self._fallback: MqttLink | None = None
         self._acks: deque[tuple[int, int, str | None]] = deque()
+        self._taken_back: deque[MqttLink] = deque()
         self._waiting_hint = False  # some outbox has entries not yet handed to MQTT
         self._gauges_at = 0.0
         self._send_lock = threading.RLock()
@@ -133,8 +134,8 @@ class Courier:
         what is still unacknowledged (it will be re-sent, marked replayed, by another carrier)."""
         outbox = self._outboxes.get(serial)
         deadline = time.monotonic() + self.options.drain_timeout
-        while (outbox is not None and outbox.in_flight and link.connected.is_set()
-               and time.monotonic() < deadline):
+        while (outbox is not None and outbox.in_flight and self._sending.get(serial) is link
+               and link.connected.is_set() and time.monotonic() < deadline):
             self._wake.set()
             time.sleep(0.01)
         with self._send_lock:
@@ -148,7 +149,7 @@ class Courier:
         if self._sending.get(serial) is not link:
             return
         del self._sending[serial]
-        key_link = id(link)
+        key_link = link.token
         for key in [k for k, (box, _) in self._in_flight.items()
                     if k[0] == key_link and box.serial == serial]:
             del self._in_flight[key]
@@ -160,7 +161,14 @@ class Courier:
                 _log.info("outbox_in_flight_returned", serial=serial, count=returned)
 
     def _carrier(self, serial: str) -> MqttLink | None:
-        return self._carriers.get(serial) or self._fallback
+        reader = self._carriers.get(serial)
+        fallback = self._fallback
+        # A reader session that cannot get through (refused, ACL) must not hold its messages
+        # hostage while the bridge's own session is up.
+        if reader is not None and (reader.ready.is_set() or fallback is None
+                                   or not fallback.ready.is_set()):
+            return reader
+        return fallback
 
     # -- readers' side ------------------------------------------------------------------------
 
@@ -177,11 +185,13 @@ class Courier:
             if carrier is None or not carrier.ready.is_set():
                 entry.replayed = True
             else:
-                entry.origin = (id(carrier), carrier.generation)
+                entry.origin = (carrier.token, carrier.generation)
             outbox.put(entry)
             self._fill(outbox)
             if outbox.waiting():
                 self._waiting_hint = True
+                if self._acks:  # acks that came before the hint was up woke nobody
+                    self._wake.set()
 
     def queued(self, serial: str) -> int:
         outbox = self._outboxes.get(serial)
@@ -205,13 +215,18 @@ class Courier:
     # -- links' side (paho's thread: record and wake, nothing else) ---------------------------
 
     def published(self, link: MqttLink, mid: int, failure: str | None) -> None:
-        self._acks.append((id(link), mid, failure))
+        self._acks.append((link.token, mid, failure))
         # The next enqueue handles acks itself; wake the pump only if something waits for the
         # window to open (waking it per ack cost a thread switch per message).
         if self._waiting_hint or failure is not None:
             self._wake.set()
 
     def link_ready(self, link: MqttLink) -> None:
+        self._wake.set()
+
+    def taken_back(self, link: MqttLink) -> None:
+        """``link`` reconnected and took its in-flight messages back from paho."""
+        self._taken_back.append(link)
         self._wake.set()
 
     # -- the pump -----------------------------------------------------------------------------
@@ -221,7 +236,10 @@ class Courier:
             self.heartbeat = time.monotonic()
             self._wake.wait(_TICK)
             self._wake.clear()
-            self.pump_once()
+            try:
+                self.pump_once()
+            except Exception:  # a bug here must not stop every reader's delivery
+                _log.exception("outbox_pump_failed")
 
     def pump_once(self) -> None:
         """One turn of the pump: acks, expiry, then fill every window (tests call it)."""
@@ -239,6 +257,15 @@ class Courier:
             self._update_gauges()
 
     def _process_acks(self) -> None:
+        self._process_acks_only()
+        # After the acks that came before it: what a reconnect took back goes out again.
+        while self._taken_back:
+            link = self._taken_back.popleft()
+            for serial, holder in list(self._sending.items()):
+                if holder is link:
+                    self._release(serial, link)
+
+    def _process_acks_only(self) -> None:
         while self._acks:
             link_id, mid, failure = self._acks.popleft()
             found = self._in_flight.pop((link_id, mid), None)
@@ -264,7 +291,7 @@ class Courier:
         holder = self._sending.get(outbox.serial)
         if holder is not None and holder is not carrier:
             return  # the old carrier still owes acks; switching now could reorder
-        link_id = id(carrier)
+        link_id = carrier.token
         limit = self.options.max_packet_size
         if carrier.max_packet_size:
             limit = min(limit, carrier.max_packet_size) if limit else carrier.max_packet_size
@@ -284,8 +311,13 @@ class Courier:
                 outbox.complete(entry, dropped=DropReason.OVERSIZE)
                 continue
             entry.replayed = not live
-            mid = carrier.publish(entry.topic, entry.payload, qos=self.options.qos,
-                                  user_properties=properties, expiry_interval=expiry)
+            try:
+                mid = carrier.publish(entry.topic, entry.payload, qos=self.options.qos,
+                                      user_properties=properties, expiry_interval=expiry,
+                                      tracked=True)
+            except Exception:  # never leave an entry marked in flight that nobody owns
+                _log.exception("outbox_publish_failed", serial=entry.serial)
+                mid = None
             if mid is None:
                 outbox.complete(entry, dropped=DropReason.REFUSED)
                 continue

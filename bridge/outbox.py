@@ -35,7 +35,9 @@ class Entry:
     topic: str
     payload: bytes
     user_properties: tuple[tuple[str, str], ...]
-    created: float  # wall clock (time.time()): it has to survive a restart via the spool
+    # time.monotonic() when accepted: a Pi without a clock chip steps its wall clock at NTP
+    # sync, which must not expire (or stretch) anything. The spool converts to wall time.
+    created: float
     replayed: bool = False  # not delivered live: held through an outage, a replug or a restart
     spool_id: int | None = None
     # (id of the carrier link, its connection generation) when accepted live; a message sent
@@ -86,7 +88,7 @@ class Outbox:
         *,
         spool: SpoolWriter | None = None,
         on_drop: DropHandler | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.serial = serial
         self.limits = limits

@@ -270,6 +270,7 @@ class ReaderSession:
             log_context={"root": identity.root},
             on_published=self._courier.published,
             on_ready=self._courier.link_ready,
+            on_taken_back=self._courier.taken_back,
         )
         self._metrics.reader_connected.labels(identity.serial).set(1)
         self._metrics.reader_reconnects.labels(identity.serial)

@@ -56,6 +56,7 @@ class Spool:
         self.path = path
         self.failure: str | None = None
         self.expired_at_load = 0
+        self._truncated_at = 0.0
         self._on_failure = on_failure
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
@@ -100,6 +101,14 @@ class Spool:
             with contextlib.suppress(sqlite3.Error):  # already broken; turning it off anyway
                 self._db.close()
             self._db = None
+            if operation != "open":
+                # Rows it can no longer delete would come back at the next start (already
+                # delivered or counted as dropped): remove the file. The in-memory outbox
+                # still holds every undelivered entry. A file that failed to open is kept
+                # for the operator instead: it was never ours to trust.
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(f"{self.path}{suffix}")
         if first:
             _log.error("spool_failed", path=str(self.path), operation=operation, error=str(exc),
                        fallback="in-memory outbox")
@@ -117,7 +126,8 @@ class Spool:
                     "INSERT INTO entries (serial, topic, payload, properties, created)"
                     " VALUES (?, ?, ?, ?, ?)",
                     (entry.serial, entry.topic, entry.payload,
-                     json.dumps(entry.user_properties), entry.created),
+                     json.dumps(entry.user_properties),
+                     time.time() - (time.monotonic() - entry.created)),
                 )
                 entry.spool_id = cursor.lastrowid
             except sqlite3.Error as exc:
@@ -137,8 +147,19 @@ class Spool:
                     self._db.execute("BEGIN")
                     self._db.executemany("DELETE FROM entries WHERE id = ?", ids)
                     self._db.execute("COMMIT")
+                self._truncate_wal_when_empty()
             except sqlite3.Error as exc:
                 self._fail("delete", exc)
+
+    def _truncate_wal_when_empty(self) -> None:
+        # secure_delete does not scrub WAL frames already written: once nothing is held,
+        # fold the WAL into the (scrubbed) database and truncate it, at most once a second.
+        now = time.monotonic()
+        if self._db is None or now - self._truncated_at < 1.0:
+            return
+        if self._db.execute("SELECT 1 FROM entries LIMIT 1").fetchone() is None:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._truncated_at = now
 
     # -- start-up ------------------------------------------------------------------------------
 
@@ -149,7 +170,8 @@ class Spool:
         with self._lock:
             if self._db is None:
                 return {}
-            cutoff = (time.time() if now is None else now) - ttl
+            wall_now = time.time() if now is None else now
+            cutoff = wall_now - ttl
             try:
                 cursor = self._db.execute("DELETE FROM entries WHERE created <= ?", (cutoff,))
                 self.expired_at_load = cursor.rowcount
@@ -167,7 +189,8 @@ class Spool:
                 props = ()
             result[serial].append(Entry(
                 serial=serial, topic=topic, payload=bytes(payload), user_properties=props,
-                created=created, replayed=True, spool_id=row_id,
+                created=time.monotonic() - max(0.0, wall_now - created), replayed=True,
+                spool_id=row_id,
             ))
         return dict(result)
 

@@ -12,6 +12,7 @@ command (MagTek's browser client announces before subscribing; PROTOCOL.md §6.1
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import socket
 import ssl
@@ -88,6 +89,8 @@ class InboundMessage:
     correlation_data: bytes | None = None
     expiry_interval: int | None = None
 
+
+_link_tokens = itertools.count(1)
 
 MessageHandler = Callable[[InboundMessage], None]
 # (link, mid, failure reason or None) once the broker acknowledged a QoS>0 publish.
@@ -258,6 +261,7 @@ class MqttLink:
         log_context: dict[str, Any] | None = None,
         on_published: PublishedHandler | None = None,
         on_ready: Callable[[MqttLink], None] | None = None,
+        on_taken_back: Callable[[MqttLink], None] | None = None,
     ) -> None:
         self._options = options
         self._name = name
@@ -267,6 +271,10 @@ class MqttLink:
         self._on_published = on_published
         self._on_ready = on_ready
         self._tls_context: _TrackingContext | None = None
+        self._on_taken_back = on_taken_back
+        self.token = next(_link_tokens)  # unique for the process (id() values get reused)
+        self._tracked: set[int] = set()  # mids of publishes made with tracked=True
+        self._tracked_lock = threading.Lock()
         self.generation = 0  # counts successful connections
         self.max_packet_size = 0  # the broker's limit from the MQTT v5 CONNACK; 0: none said
         self._metrics = metrics
@@ -387,6 +395,7 @@ class MqttLink:
         correlation_data: bytes | None = None,
         kind: str = "message",
         expiry_interval: int | None = None,
+        tracked: bool = False,
     ) -> int | None:
         """Queue one publish; paho keeps QoS>0 messages across a reconnect.
 
@@ -407,6 +416,9 @@ class MqttLink:
         if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             if self._metrics is not None:
                 self._metrics.mqtt_publish(kind)
+            if tracked:
+                with self._tracked_lock:
+                    self._tracked.add(info.mid)
             return info.mid
         self._publish_failed(topic, paho.error_string(info.rc))
         return None
@@ -437,6 +449,7 @@ class MqttLink:
             self._log.warning("mqtt_connect_refused", reason=str(reason_code))
             return
         self.last_error = None
+        self._take_back_tracked(client)
         self.generation += 1
         announced = getattr(properties, "MaximumPacketSize", None) if properties else None
         self.max_packet_size = int(announced) if announced else 0
@@ -481,6 +494,20 @@ class MqttLink:
         if self._on_ready is not None:
             self._on_ready(self)
 
+    def _take_back_tracked(self, client: paho.Client) -> None:
+        """Before paho re-sends its in-flight messages after a reconnect (it does so right after
+        this callback), take back the tracked ones: their owner re-checks their time-to-live
+        and re-sends them with a fresh expiry, marked replayed. paho would send them as they
+        were, hours late if the outage was long."""
+        with self._tracked_lock:
+            tracked, self._tracked = self._tracked, set()
+        if not tracked:
+            return
+        with client._out_message_mutex:
+            taken = [mid for mid in tracked if client._out_messages.pop(mid, None) is not None]
+        if taken and self._on_taken_back is not None:
+            self._on_taken_back(self)
+
     def _on_publish(
         self,
         client: paho.Client,
@@ -489,6 +516,8 @@ class MqttLink:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
+        with self._tracked_lock:
+            self._tracked.discard(mid)
         if self._on_published is None:
             return
         # v5 PUBACK reason codes >= 0x80 are refusals (quota, not authorized, bad topic...).

@@ -33,6 +33,7 @@ class FakeLink:
 
     v5 = True
     max_packet_size = 0
+    _tokens = iter(range(1, 1_000_000))
 
     def __init__(self, broker: FakeBroker, courier: Courier) -> None:
         self.broker = broker
@@ -40,6 +41,7 @@ class FakeLink:
         self.ready = threading.Event()
         self.connected = threading.Event()
         self.generation = 0
+        self.token = next(FakeLink._tokens)
         self._mid = 0
         self.in_flight: dict[int, int] = {}  # mid -> number, in send order
         self.unsent: dict[int, int] = {}  # published while disconnected (paho queues them)
@@ -50,12 +52,12 @@ class FakeLink:
             return
         self.generation += 1
         self.connected.set()
-        for number in self.in_flight.values():  # paho re-sends in-flight with DUP set
-            self.broker.received.append((number, True))
-        for mid, number in list(self.unsent.items()):
-            self.broker.received.append((number, False))
-            self.in_flight[mid] = number
-            del self.unsent[mid]
+        # MqttLink takes its tracked in-flight messages back from paho before paho re-sends
+        # them; the courier re-sends them itself (fresh expiry, replayed=true).
+        if self.in_flight or self.unsent:
+            self.in_flight.clear()
+            self.unsent.clear()
+            self.courier.taken_back(self)  # type: ignore[arg-type]
         self.ready.set()
         self.courier.link_ready(self)  # type: ignore[arg-type]
 
@@ -64,7 +66,7 @@ class FakeLink:
         self.connected.clear()
 
     def publish(self, topic: str, payload: bytes, *, qos: int, user_properties=(),
-                expiry_interval=None) -> int:
+                expiry_interval=None, tracked=False) -> int:
         self._mid += 1
         number = int(payload)
         if self.connected.is_set():

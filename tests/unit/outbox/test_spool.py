@@ -13,7 +13,7 @@ from bridge.spool import Spool
 def _entry(n: int, created: float | None = None, size: int = 16) -> Entry:
     return Entry(serial=f"S{n % 2}", topic=f"MagTek/Device/X/S{n % 2}/MMSMessage",
                  payload=b"%05d" % n + b"\xaa" * size, user_properties=(("seq", str(n)),),
-                 created=time.time() if created is None else created)
+                 created=time.monotonic() if created is None else created)
 
 
 def test_rows_survive_reopen_in_order_per_serial(tmp_path):
@@ -52,7 +52,8 @@ def test_secure_delete_leaves_no_payload_bytes_in_the_file(tmp_path):
     path = tmp_path / "outbox.sqlite"
     spool = Spool(path)
     marker = b"CARDDATA-SECRET-" * 8
-    entry = Entry(serial="S", topic="t", payload=marker, user_properties=(), created=time.time())
+    entry = Entry(serial="S", topic="t", payload=marker, user_properties=(),
+                  created=time.monotonic())
     spool.add(entry)
     spool.remove([entry])
     spool.close()  # checkpoints the WAL into the main file
@@ -62,7 +63,7 @@ def test_secure_delete_leaves_no_payload_bytes_in_the_file(tmp_path):
 
 def test_expired_rows_deleted_at_load_and_counted(tmp_path):
     spool = Spool(tmp_path / "s.sqlite")
-    spool.add(_entry(1, created=time.time() - 100))
+    spool.add(_entry(1, created=time.monotonic() - 100))
     spool.add(_entry(2))
     loaded = spool.load(ttl=30)
     assert spool.expired_at_load == 1
@@ -80,6 +81,8 @@ def test_full_spool_turns_itself_off_and_says_why(tmp_path):
     assert failures and failures[0].startswith("write:") and "full" in failures[0]
     assert len(failures) == 1  # told once
     spool.add(_entry(999))  # a no-op now, never an exception
+    # Rows it can no longer delete must not come back at the next start.
+    assert not (tmp_path / "s.sqlite").exists()
     spool.remove([_entry(1)])
 
 
