@@ -112,6 +112,7 @@ class ReaderSession:
         boot_id: str,
         next_seq: Callable[[str], int],
         on_identified: Callable[[ReaderSession], None] | None = None,
+        before_connect: Callable[[ReaderSession], None] | None = None,
         observers: tuple[ReaderObserver, ...] = (),
     ) -> None:
         self.transport = transport
@@ -122,6 +123,7 @@ class ReaderSession:
         self._boot_id = boot_id
         self._next_seq = next_seq
         self._on_identified = on_identified
+        self._before_connect = before_connect
         self._observers = observers
         self.info = transport.info
         self._log = _log.bind(path=self.info.path)
@@ -178,6 +180,8 @@ class ReaderSession:
             self._threads.append(reader)
             reader.start()
             self.identity = self._identify()
+            if self._before_connect is not None:
+                self._before_connect(self)
             self._connect_mqtt(self.identity)
             self._write_loop()
         except ReaderGone:

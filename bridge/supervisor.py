@@ -162,6 +162,7 @@ class Supervisor:
             boot_id=self._boot_id,
             next_seq=self._next_seq,
             on_identified=self._identified,
+            before_connect=self._wait_for_predecessor,
             observers=self._observers,
         )
         with self._lock:
@@ -191,6 +192,18 @@ class Supervisor:
             self._metrics.readers_open.set(len(self._sessions))
         if changed and self._on_change is not None:
             self._on_change()
+
+    def _wait_for_predecessor(self, session: ReaderSession) -> None:
+        """A reader replugged under a new path: let its old session finish first. Both would
+        use the same MQTT client id, and the old one's retained ``disconnected`` could land
+        after the new ``connected``."""
+        assert session.identity is not None
+        serial = session.identity.serial
+        deadline = time.monotonic() + SESSION_STOP_TIMEOUT
+        for other in self.sessions():
+            if other is session or other.identity is None or other.identity.serial != serial:
+                continue
+            other.finished.wait(max(0.0, deadline - time.monotonic()))
 
     def _identified(self, session: ReaderSession) -> None:
         assert session.identity is not None
