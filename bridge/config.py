@@ -41,6 +41,13 @@ def _default_host_id() -> str:
     return re.sub(r"[^0-9A-Za-z-]", "", socket.gethostname()) or "bridge"
 
 
+def _secret(value: SecretStr | None, path: Path | None, key: str) -> str | None:
+    """A secret given inline (environment) or, failing that, read from its file."""
+    if value is not None:
+        return value.get_secret_value()
+    return _read_secret(path, key)
+
+
 def _read_secret(path: Path | None, key: str) -> str | None:
     if path is None:
         return None
@@ -91,9 +98,7 @@ class MqttSettings(_Section):
         return "3.1.1" if text in ("311", "3.1.1", "4") else text
 
     def password_value(self) -> str | None:
-        if self.password is not None:
-            return self.password.get_secret_value()
-        return _read_secret(self.password_file, "mqtt.password_file")
+        return _secret(self.password, self.password_file, "mqtt.password_file")
 
 
 class TopicsSettings(_Section):
@@ -210,9 +215,7 @@ class MppgSettings(_Section):
         return _read_secret(self.username_file, "mppg.username_file")
 
     def password_value(self) -> str | None:
-        if self.password is not None:
-            return self.password.get_secret_value()
-        return _read_secret(self.password_file, "mppg.password_file")
+        return _secret(self.password, self.password_file, "mppg.password_file")
 
 
 class WebSocketAuthSettings(_Section):
@@ -226,14 +229,10 @@ class WebSocketAuthSettings(_Section):
     password_file: Path | None = None
 
     def token_value(self) -> str | None:
-        if self.token is not None:
-            return self.token.get_secret_value()
-        return _read_secret(self.token_file, "websocket.auth.token_file")
+        return _secret(self.token, self.token_file, "websocket.auth.token_file")
 
     def password_value(self) -> str | None:
-        if self.password is not None:
-            return self.password.get_secret_value()
-        return _read_secret(self.password_file, "websocket.auth.password_file")
+        return _secret(self.password, self.password_file, "websocket.auth.password_file")
 
 
 class WebSocketTlsSettings(_Section):
