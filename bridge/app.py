@@ -28,7 +28,7 @@ from bridge import __version__
 from bridge.config import Settings
 from bridge.courier import Courier, CourierOptions
 from bridge.http import OpsServer
-from bridge.intake import Rejection
+from bridge.intake import Rejection, rejection_report
 from bridge.metrics import Metrics
 from bridge.mqtt.link import InboundMessage, LinkOptions, MqttLink, Publication, TlsOptions
 from bridge.mqtt.topics import BridgeTopics, ReaderTopics, parse_send_command_topic
@@ -273,15 +273,8 @@ class BridgeApp:
         self.metrics.command_rejected(rejection.reason)
         _log.warning("command_rejected", reason=rejection.reason, topic=inbound.topic,
                      size=len(inbound.payload))
-        body = {
-            "error": "command_rejected",
-            "reason": rejection.reason,
-            "detail": rejection.detail,
-            "topic": inbound.topic,
-            "size": len(inbound.payload),
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        }
-        self.link.publish(ReaderTopics.for_root(root).error, json.dumps(body).encode(), qos=1,
+        report = rejection_report(rejection, topic=inbound.topic, size=len(inbound.payload))
+        self.link.publish(ReaderTopics.for_root(root).error, report, qos=1,
                           kind="error", correlation_data=inbound.correlation_data)
 
     def _readers_changed(self) -> None:

@@ -350,11 +350,11 @@ def load_settings(
         raise ConfigError(f"invalid configuration{where}: {problems}") from None
     finally:
         _SOURCES.reset(token)
-    _check_files(settings)
+    _check_files(settings, env)
     return settings
 
 
-def _check_files(settings: Settings) -> None:
+def _check_files(settings: Settings, env: Mapping[str, str]) -> None:
     tls = settings.mqtt.tls
     if settings.mqtt.require_tls and not tls.enabled:
         raise ConfigError("mqtt.require_tls: TLS is required but mqtt.tls.enabled is false")
@@ -367,7 +367,7 @@ def _check_files(settings: Settings) -> None:
             raise ConfigError("mqtt.tls.cert_file and mqtt.tls.key_file go together")
     if settings.mqtt.password_file is not None:
         _read_secret(settings.mqtt.password_file, "mqtt.password_file")
-    settings.outbox.spool_file(os.environ)  # "on" without a place for it
+    settings.outbox.spool_file(env)  # "on" without a place for it
     spool_path = settings.outbox.spool_path
     if spool_path is not None and not spool_path.parent.is_dir():
         raise ConfigError(f"outbox.spool_path: directory {spool_path.parent} does not exist")

@@ -266,6 +266,7 @@ class Courier:
                     self._release(serial, link)
 
     def _process_acks_only(self) -> None:
+        delivered: dict[str, tuple[Outbox, list[Entry]]] = {}
         while self._acks:
             link_id, mid, failure = self._acks.popleft()
             found = self._in_flight.pop((link_id, mid), None)
@@ -277,11 +278,14 @@ class Courier:
                 _log.error("outbox_message_refused", serial=entry.serial, reason=failure)
                 outbox.complete(entry, dropped=DropReason.REFUSED)
             else:
-                outbox.complete(entry)
-                if entry.replayed:
-                    self._metrics.outbox_replayed.inc()
-            if outbox.in_flight == 0 and self._sending.get(outbox.serial) is not None:
-                del self._sending[outbox.serial]
+                delivered.setdefault(outbox.serial, (outbox, []))[1].append(entry)
+        for outbox, entries in delivered.values():
+            outbox.complete_many(entries)  # one spool transaction for the batch
+            replayed = sum(entry.replayed for entry in entries)
+            if replayed:
+                self._metrics.outbox_replayed.inc(replayed)
+        for serial in [s for s in self._sending if self._outboxes[s].in_flight == 0]:
+            del self._sending[serial]
 
     def _fill(self, outbox: Outbox) -> None:
         """Publish waiting entries of ``outbox`` while its carrier's window has room."""

@@ -7,8 +7,10 @@ that fails here ever reaches a reader.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Final
 
 from bridge.errors import ProtocolError
@@ -112,4 +114,17 @@ def validate_command(
     )
 
 
-__all__ = ["Command", "Rejection", "validate_command"]
+def rejection_report(rejection: Rejection, *, topic: str, size: int) -> bytes:
+    """The JSON body published on a reader's ``Error`` topic for a refused command."""
+    body = {
+        "error": "command_rejected",
+        "reason": rejection.reason,
+        "detail": rejection.detail,
+        "topic": topic,
+        "size": size,
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+    }
+    return json.dumps(body).encode()
+
+
+__all__ = ["Command", "Rejection", "rejection_report", "validate_command"]

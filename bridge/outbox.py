@@ -131,26 +131,27 @@ class Outbox:
             del self._entries[self._in_flight]
             self._discard(victim, DropReason.FULL)
 
+    def _forget(self, entries: list[Entry]) -> None:
+        """Bookkeeping for entries already taken out of the queue: bytes and spool rows."""
+        self._bytes -= sum(e.size for e in entries)
+        spooled = [e for e in entries if e.spool_id is not None]
+        if spooled and self._spool is not None:
+            self._spool.remove(spooled)
+
     def _discard(self, entry: Entry, reason: DropReason) -> None:
-        self._bytes -= entry.size
-        if self._spool is not None and entry.spool_id is not None:
-            self._spool.remove((entry,))
+        self._forget([entry])
         if self._on_drop is not None:
             self._on_drop(entry, reason)
 
     def next_to_send(self) -> Entry | None:
         """The oldest entry not yet in flight, after dropping expired ones; marks it in flight."""
         with self.lock:
-            now = self._clock()
-            while self._in_flight < len(self._entries):
-                entry = self._entries[self._in_flight]
-                if entry.remaining_ttl(self.limits.ttl, now) <= 0:
-                    del self._entries[self._in_flight]
-                    self._discard(entry, DropReason.EXPIRED)
-                    continue
-                self._in_flight += 1
-                return entry
-            return None
+            self.expire()
+            if self._in_flight == len(self._entries):
+                return None
+            entry = self._entries[self._in_flight]
+            self._in_flight += 1
+            return entry
 
     def waiting(self) -> int:
         with self.lock:
@@ -168,10 +169,8 @@ class Outbox:
                 return
             if dropped is not None:
                 self._discard(entry, dropped)
-                return
-            self._bytes -= entry.size
-            if self._spool is not None and entry.spool_id is not None:
-                self._spool.remove((entry,))
+            else:
+                self._forget([entry])
 
     def complete_many(self, entries: list[Entry]) -> None:
         """Several acknowledgements at once: one spool transaction."""
@@ -186,10 +185,7 @@ class Outbox:
                     kept.append(entry)
             self._entries = kept
             self._in_flight -= len(removed)
-            self._bytes -= sum(e.size for e in removed)
-            spooled = [e for e in removed if e.spool_id is not None]
-            if spooled and self._spool is not None:
-                self._spool.remove(spooled)
+            self._forget(removed)
 
     def return_in_flight(self) -> int:
         """The carrier went away unacknowledged: everything in flight waits again, in order,
@@ -200,12 +196,6 @@ class Outbox:
                 self._entries[index].replayed = True
             self._in_flight = 0
             return count
-
-    def mark_waiting_replayed(self) -> None:
-        """Held through an outage: whatever is waiting now will not be live when it arrives."""
-        with self.lock:
-            for index in range(self._in_flight, len(self._entries)):
-                self._entries[index].replayed = True
 
     def expire(self) -> int:
         """Drop waiting entries past their time-to-live (also done lazily when sending).

@@ -26,7 +26,7 @@ import structlog
 from bridge import __version__
 from bridge.courier import Courier
 from bridge.errors import DeviceGoneError, ProtocolError, TransportError
-from bridge.intake import Command, Rejection, validate_command
+from bridge.intake import Command, Rejection, rejection_report, validate_command
 from bridge.metrics import Metrics
 from bridge.mms import (
     FrameDropped,
@@ -461,15 +461,8 @@ class ReaderSession:
                           topic=topic, size=size)
         if self.link is None or self.topics is None:
             return
-        body = {
-            "error": "command_rejected",
-            "reason": rejection.reason,
-            "detail": rejection.detail,
-            "topic": topic,
-            "size": size,
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        }
-        self.link.publish(self.topics.error, json.dumps(body).encode(), qos=1, kind="error")
+        self.link.publish(self.topics.error, rejection_report(rejection, topic=topic, size=size),
+                          qos=1, kind="error")
 
     def _refuse_queued(self, rejection: Rejection, command: Command) -> None:
         # Accepted earlier, refused now: counted as rejected as well.

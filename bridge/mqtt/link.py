@@ -97,14 +97,6 @@ MessageHandler = Callable[[InboundMessage], None]
 PublishedHandler = Callable[["MqttLink", int, str | None], None]
 
 
-def _varint_len(value: int) -> int:
-    length = 1
-    while value >= 128:
-        value //= 128
-        length += 1
-    return length
-
-
 def publish_packet_size(
     topic: str,
     payload: bytes,
@@ -122,8 +114,8 @@ def publish_packet_size(
         properties += 3 + len(correlation_data)
     remaining = 2 + len(topic.encode()) + (2 if qos else 0) + len(payload)
     if user_properties or expiry is not None or correlation_data is not None:
-        remaining += _varint_len(properties) + properties
-    return 1 + _varint_len(remaining) + remaining
+        remaining += len(_varint(properties)) + properties
+    return 1 + len(_varint(remaining)) + remaining
 
 
 def _varint(value: int) -> bytes:
@@ -365,10 +357,6 @@ class MqttLink:
         if self.connected.is_set():
             self.connected.clear()
             self._gauge(-1)
-
-    def queued(self) -> int:
-        """Messages handed to paho and not yet acknowledged (or not yet sent)."""
-        return len(self._client._out_messages)
 
     def thread_alive(self) -> bool:
         """Is paho's network thread running (it retries connecting by itself)?"""
