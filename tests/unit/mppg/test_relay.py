@@ -61,11 +61,11 @@ def test_summaries_in_order_then_paid(mppg_client, fake_mppg):
     finally:
         relay.stop()
     assert recorder.on(TOPICS.transaction(rid)) == sent
-    statuses = recorder.on(TOPICS.status(rid))
+    statuses = recorder.on(TOPICS.state(rid))
     assert statuses[0]["statusName"] == "Active" and statuses[0]["currentUsageCount"] == 0
     assert statuses[-1] == {"paymentRequestID": rid, "status": 4, "statusName": "Paid",
                             "currentUsageCount": 2, "usageCountLimit": 2}
-    assert all(retain for t, _, retain in recorder.messages if t.endswith("/Status"))
+    assert all(retain for t, _, retain in recorder.messages if t.endswith("/State"))
     assert not any(retain for t, _, retain in recorder.messages if t.endswith("/Transaction"))
     assert relay.ended == "paid"
     assert fake_mppg.wait_no_listeners(rid)
@@ -86,7 +86,7 @@ def test_reconnects_with_a_fresh_token_after_a_drop(mppg_client, fake_mppg):
     finally:
         relay.stop()
     assert len(recorder.on(TOPICS.transaction(rid))) == 1
-    assert recorder.on(TOPICS.status(rid))[-1]["statusName"] == "Paid"
+    assert recorder.on(TOPICS.state(rid))[-1]["statusName"] == "Paid"
 
 
 def test_no_token_on_create_fetches_one(mppg_client, fake_mppg):
@@ -119,7 +119,7 @@ def test_survives_the_service_going_away_and_coming_back(mppg_client, fake_mppg)
         assert relay.join(5.0)
     finally:
         relay.stop()
-    assert recorder.on(TOPICS.status(rid))[-1]["statusName"] == "Paid"
+    assert recorder.on(TOPICS.state(rid))[-1]["statusName"] == "Paid"
 
 
 def test_card_data_and_tokens_are_never_logged(mppg_client, fake_mppg):
@@ -158,7 +158,7 @@ def test_manager_bounds_and_deduplicates(mppg_client, fake_mppg):
         disabled = mppg_client.update(details[2].payment_request_id,
                                       parse_definition({"amount": 1, "isEnabled": False}))
         assert manager.start(disabled) == "final"  # nothing to listen for: status only
-        assert recorder.on(TOPICS.status(disabled.payment_request_id))[-1]["status"] == 0
+        assert recorder.on(TOPICS.state(disabled.payment_request_id))[-1]["status"] == 0
     finally:
         manager.stop_all()
     assert manager.active() == []
