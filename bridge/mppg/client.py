@@ -3,8 +3,8 @@
 Every failure becomes an ``MppgError``: MPPG's error bodies keep their documented code; a
 body without one (401 has none by design, ASP.NET's own 400 validation body has no ``code``,
 404 and 405 come empty) gets the code its HTTP status means; a service that cannot be
-reached, times out or answers 200 with something unreadable gets a ``BridgeCode``. Request and response
-bodies are never logged: they carry payment links, bearer WebSocket URLs and, in
+reached, times out or answers 200 with something unreadable gets a ``BridgeCode``. Request
+and response bodies are never logged: they carry payment links, bearer WebSocket URLs and, in
 transaction responses, masked card data.
 """
 

@@ -27,11 +27,11 @@ from pydantic_core import PydanticCustomError
 from bridge.mppg.errors import BridgeInputError, ErrorCode
 from bridge.mppg.models import (
     Amount,
+    ClientText,
     KeyValue,
     PaymentRequestData,
     PaymentRequestStatus,
     TransactionType,
-    ClientText,
     Wire,
 )
 

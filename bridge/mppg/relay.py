@@ -301,8 +301,10 @@ class StatusRelay:
                 self._pending[tid] = (due, tx)
         self._flush_fill_ins(force=False)
 
-    def _flush_fill_ins(self, *, force: bool) -> None:
+    def _flush_fill_ins(self, *, force: bool) -> int:
+        """Publish the fill-ins that are due (all with ``force``); how many were."""
         now = time.monotonic()
+        count = 0
         for tid, (due, tx) in list(self._pending.items()):
             if tid in self._published:
                 del self._pending[tid]
@@ -313,6 +315,8 @@ class StatusRelay:
                 self._publish_transaction(summary, tid)
                 self._log.info("mppg_relay_transaction_recovered", transaction_id=tid,
                                approved=tx.approved)
+                count += 1
+        return count
 
     def _long_expired(self) -> bool:
         expires = _expires_at(self._current())
@@ -337,14 +341,14 @@ class StatusRelay:
         delivered = False
         try:
             # Paid between the GET that brought this token and now: the socket will never
-            # say so. One more GET closes that gap.
+            # say so. One more GET closes that gap (what it shows gets its grace first: the
+            # socket may already hold it, with MPPG's response).
             fresh = self._fetch()
+            final = False
             if fresh is not None:
                 self._fill_in(fresh, grace=FILL_IN_GRACE_S)
-                self._publish_status(fresh)
-                if fresh.status in FINAL:
-                    return True
-            self._receive(ws)
+                final = fresh.status in FINAL
+            self._receive(ws, final=final)
             delivered = self._delivered > 0
         except ConnectionClosed as closed:
             delivered = self._delivered > 0
@@ -356,7 +360,7 @@ class StatusRelay:
             ws.close()
         return delivered or time.monotonic() - started >= STABLE_AFTER_S
 
-    def _receive(self, ws: ClientConnection) -> None:
+    def _receive(self, ws: ClientConnection, *, final: bool = False) -> None:
         """Read until the socket closes (``ConnectionClosed``), stop, or a final status.
 
         Messages already waiting are relayed before the status is read back, so a burst
@@ -365,7 +369,7 @@ class StatusRelay:
         still in flight must not be lost.
         """
         self._delivered = 0
-        drain_until: float | None = None
+        drain_until: float | None = time.monotonic() + FINAL_DRAIN_S if final else None
         while not self._stop.is_set():
             if drain_until is not None and time.monotonic() > drain_until:
                 return
@@ -374,7 +378,8 @@ class StatusRelay:
             try:
                 raw = ws.recv(timeout=self._options.poll_interval)
             except TimeoutError:
-                self._flush_fill_ins(force=False)
+                if self._flush_fill_ins(force=False):
+                    self._publish_status(self._current())
                 continue
             self._relay_message(raw)
             while True:

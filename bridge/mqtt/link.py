@@ -340,7 +340,7 @@ class MqttLink:
         # configured value makes it a bound on noticing a dead (black-holed) connection.
         persistent: dict[str, Any] = {}
         if self.v5 and self._session_expiry > 0:
-            connect_properties = Properties(PacketTypes.CONNECT)
+            connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             connect_properties.SessionExpiryInterval = self._session_expiry
             persistent = {"clean_start": False, "properties": connect_properties}
         self._client.connect_async(
