@@ -134,6 +134,11 @@ class FakeMppg:
         self.delay = 0.0
         self.create_failure: str | None = None
         self.slow_seconds = 5.0
+        self.create_stores = True  # False: a failing create stores nothing after all
+        # Set to a cleared Event to hold every HTTP answer until it is set (``in_flight``
+        # counts the calls waiting there).
+        self.gate: threading.Event | None = None
+        self.in_flight = 0
         self.http_port = http_port
         self.ws_port = ws_port
         self.calls: list[tuple[str, str]] = []
@@ -268,6 +273,11 @@ class FakeMppg:
             return self._lock.wait_for(
                 lambda: self._ws_connects.get(request_id, 0) >= count, timeout)
 
+    def wait_in_flight(self, count: int, timeout: float = 5.0) -> bool:
+        """Wait until ``count`` HTTP calls are held at the gate at once."""
+        with self._lock:
+            return self._lock.wait_for(lambda: self.in_flight >= count, timeout)
+
     def listeners(self, request_id: str) -> int:
         with self._lock:
             return len(self._listeners.get(request_id, []))
@@ -354,6 +364,16 @@ class FakeMppg:
         expected = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
         if self.delay:
             time.sleep(self.delay)
+        gate = self.gate
+        if gate is not None:
+            with self._lock:
+                self.in_flight += 1
+                self._lock.notify_all()
+            try:
+                gate.wait(30)
+            finally:
+                with self._lock:
+                    self.in_flight -= 1
         if authorization != f"Basic {expected}":
             return 401, None
         request_id = path[len(API) + 1:] if path.startswith(f"{API}/") else None
@@ -434,8 +454,9 @@ class FakeMppg:
         definition = check_definition(self._body(raw), DEFAULTS, now)
         request = FakeRequest(str(uuid.uuid4()), definition, now)
         with self._lock:
-            self.requests[request.id] = request
             failure = self.create_failure
+            if self.create_stores or failure is None:
+                self.requests[request.id] = request
             detail = self._detail(request, links=self.links_on_create, created=True)
         if failure == "garbage":
             return _Raw(b"<html>upstream proxy error</html>")
@@ -492,8 +513,10 @@ def _handler_for(fake: FakeMppg) -> type[BaseHTTPRequestHandler]:
             if data:
                 self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            # A client that gave up (its timeout) is gone: nothing to tell it.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.end_headers()
+                self.wfile.write(data)
 
         def do_GET(self) -> None:
             self._serve()

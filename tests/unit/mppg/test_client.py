@@ -184,17 +184,14 @@ def test_times_the_spec_allows_are_accepted(mppg_client, body):
     assert detail.status in (PaymentRequestStatus.PENDING, PaymentRequestStatus.EXPIRED)
 
 
-def test_bridge_reads_aspnet_validation_bodies_as_40010(mppg_client):
-    # A value the bridge passes (no documented rule) but ASP.NET cannot bind would look the
-    # same; sent raw through the client's transport here.
-    from bridge.mppg.client import _error_from
-
-    response = httpx.Response(400, json={
+def test_bridge_reads_aspnet_validation_bodies_as_40010():
+    problem = json.dumps({
         "type": "https://tools.ietf.org/html/rfc7231#section-6.5.1",
         "title": "One or more validation errors occurred.", "status": 400,
-        "errors": {"$.amount": ["The JSON value could not be converted"]}})
-    error = _error_from(response, None)
-    assert isinstance(error, MppgInputError)
+        "errors": {"$.amount": ["The JSON value could not be converted"]}}).encode()
+    with _client_answering(400, problem) as client, pytest.raises(MppgInputError) as info:
+        client.create(parse_definition({"amount": 1}))
+    error = info.value
     assert (error.code, error.http_status, error.source) == (40010, 400, "mppg")
     assert "amount" in error.message
 
