@@ -221,6 +221,9 @@ class BridgeApp:
             stuck.append("mqtt")
         if now - self.courier.heartbeat > STUCK_AFTER:
             stuck.append("outbox-pump")
+        payments = self.payments.link if self.payments is not None else None
+        if payments is not None and not payments.thread_alive():
+            stuck.append("mqtt-payments")
         return (not stuck), {"stuck": stuck}
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
@@ -228,6 +231,9 @@ class BridgeApp:
         reasons: list[str] = []
         if not self.link.connected.is_set():
             reasons.append(f"mqtt: {self.link.last_error or 'not connected'}")
+        payments = self.payments.link if self.payments is not None else None
+        if payments is not None and not payments.connected.is_set():
+            reasons.append(f"mqtt payments: {payments.last_error or 'not connected'}")
         open_serials: list[str] = []
         for session in self.supervisor.sessions():
             if session.identity is None or not session.alive:

@@ -32,12 +32,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from ipaddress import ip_address
 from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
 import structlog
-from pydantic import ValidationError
 from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
@@ -51,8 +49,13 @@ from bridge.mppg.models import (
     PaymentRequestDetail,
     PaymentRequestStatus,
     TransactionDetail,
-    TransactionSummary,
     status_name,
+)
+from bridge.mppg.relay_wire import (
+    expires_at,
+    parse_summary,
+    secure_socket_url,
+    status_payload,
 )
 from bridge.mppg.topics import PaymentTopics
 
@@ -85,62 +88,6 @@ class RelayOptions:
     reconnect_max_delay: float = 30.0
     poll_interval: float = 0.5       # how often a quiet socket checks for stop and expiry
     expiry_grace: float = 300.0      # keep listening this long past the expiration date
-
-
-def secure_socket_url(url: str) -> bool:
-    """``wss://`` anywhere; ``ws://`` only to a loopback host."""
-    parts = urlsplit(url)
-    if parts.scheme == "wss" and parts.hostname:
-        return True
-    if parts.scheme != "ws" or not parts.hostname:
-        return False
-    if parts.hostname == "localhost":
-        return True
-    try:
-        return ip_address(parts.hostname).is_loopback
-    except ValueError:
-        return False
-
-
-def status_payload(detail: PaymentRequestDetail) -> bytes:
-    """The retained ``State`` message: MPPG's status, its name and the usage counts."""
-    definition = detail.definition
-    return json.dumps({
-        "paymentRequestID": detail.payment_request_id,
-        "status": detail.status,
-        "statusName": status_name(detail.status),
-        "currentUsageCount": definition.current_usage_count if definition else None,
-        "usageCountLimit": definition.usage_count_limit if definition else None,
-    }).encode()
-
-
-def parse_summary(raw: str | bytes) -> dict[str, Any] | None:
-    """A TransactionSummary as received, or ``None`` if it is not one.
-
-    Some push services wrap a JSON message in a JSON string, so one level of string is
-    unwrapped. The original object is kept (not a re-serialized model) so the relay passes
-    on every field MPPG sent, including ones this version does not know.
-    """
-    try:
-        data = json.loads(raw)
-        if isinstance(data, str):
-            data = json.loads(data)
-    except ValueError:
-        return None
-    if not isinstance(data, dict):
-        return None
-    try:
-        TransactionSummary.model_validate(data)
-    except ValidationError:
-        return None
-    return data
-
-
-def _expires_at(detail: PaymentRequestDetail) -> datetime | None:
-    when = detail.definition.expiration_date if detail.definition else None
-    if when is None:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)  # MPPG's naive times are UTC
 
 
 class StatusRelay:
@@ -319,7 +266,7 @@ class StatusRelay:
         return count
 
     def _long_expired(self) -> bool:
-        expires = _expires_at(self._current())
+        expires = expires_at(self._current())
         grace = timedelta(seconds=self._options.expiry_grace)
         return expires is not None and datetime.now(UTC) > expires + grace
 

@@ -184,11 +184,16 @@ class PaymentRequestService:
                 ErrorCode.INPUT_FORMAT, f"client_id must be a string of 1..{_MAX_CLIENT_ID} "
                 "characters"))
             return
-        correlation = body.get("correlation_id")
+        # The body's correlation_id, else the MQTT v5 correlation data.
+        correlation: str | None = None
+        if body.get("correlation_id") is not None:
+            correlation = json.dumps(body["correlation_id"], sort_keys=True)
+        elif message.correlation_data:
+            correlation = f"v5:{message.correlation_data.hex()}"
         key: tuple[str, str, str] | None = None
         if op in _CACHED_OPS and correlation is not None:
             requester = message.response_topic or client_id or ""
-            key = (requester, op, json.dumps(correlation, sort_keys=True))
+            key = (requester, op, correlation)
             claim, earlier = self._replies.claim(key, request_digest(op, body),
                                                  wait=self.settings.operation_timeout)
             if claim == "replay" and earlier is not None:

@@ -291,3 +291,12 @@ def test_workers_run_requests_side_by_side_and_each_has_a_deadline(make_service,
     fake_mppg.gate = None
     service.on_message(_message("list", {"correlation_id": "after"}))
     assert service.recorder.replies("list", 4)[-1]["ok"] is True
+
+
+def test_v5_correlation_data_alone_also_deduplicates(service, fake_mppg):
+    service.start()
+    for _ in range(2):  # a QoS 1 redelivery, no correlation_id in the body
+        service.on_message(_message("create", {"amount": 3, "relay": False},
+                                    response_topic="pos/5/in", correlation=b"\x07"))
+    first, second = service.recorder.replies("create", 2)
+    assert first == second and len(fake_mppg.requests) == 1
