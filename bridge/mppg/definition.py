@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Annotated, Any, Final
 
 from pydantic import (
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -27,7 +29,6 @@ from pydantic_core import PydanticCustomError
 from bridge.mppg.errors import BridgeInputError, ErrorCode
 from bridge.mppg.models import (
     Amount,
-    ClientText,
     KeyValue,
     PaymentRequestData,
     PaymentRequestStatus,
@@ -41,8 +42,17 @@ _START_AFTER_END: Final = "start_after_end"
 
 # "up to 2 decimal places" (§7.2): the only rule the spec gives amounts.
 Money = Annotated[Amount, Field(decimal_places=2)]
-# A number given for a text field (MPPG returns customerTranRef as one, §7.4) is its text.
-Text256 = Annotated[ClientText, Field(max_length=256)]
+
+
+def _number_as_text(value: Any) -> Any:
+    # A number for a text field (MPPG returns customerTranRef as one, §7.4, and an update
+    # sends the current value back) is its text, as §7.2 wants.
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+Text256 = Annotated[str, BeforeValidator(_number_as_text), Field(max_length=256)]
 
 
 class _Strict(Wire):

@@ -18,7 +18,6 @@ from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -31,14 +30,9 @@ from pydantic import (
 Amount = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
 
 
-def _number_as_text(value: Any) -> Any:
-    # §7.4 types CustomerTranRef as Integer, §7.2 as String: one text form for both.
-    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
-        return str(value)
-    return value
-
-
-ClientText = Annotated[str, BeforeValidator(_number_as_text)]
+# customerTranID/Ref as MPPG returns them, relayed as they came: a string (§7.2) or a number
+# (§7.4 types CustomerTranRef as Integer).
+ClientValue = str | int
 
 
 class TransactionType(IntEnum):
@@ -120,8 +114,8 @@ class PaymentRequestData(Wire):
     """A payment request's definition as MPPG reports it (§7.4)."""
 
     transaction_type: int | None = Field(default=None, alias="transactionType")
-    customer_tran_id: ClientText | None = Field(default=None, alias="customerTranID")
-    customer_tran_ref: ClientText | None = Field(default=None, alias="customerTranRef")
+    customer_tran_id: ClientValue | None = Field(default=None, alias="customerTranID")
+    customer_tran_ref: ClientValue | None = Field(default=None, alias="customerTranRef")
     amount: Amount | None = None
     tax_amount: Amount | None = Field(default=None, alias="taxAmount")
     tax_percent: Amount | None = Field(default=None, alias="taxPercent")
@@ -167,8 +161,8 @@ class PaymentRequestSummary(Wire):
 
     payment_request_id: str = Field(alias="paymentRequestID")
     transaction_type: int | None = Field(default=None, alias="transactionType")
-    customer_tran_id: ClientText | None = Field(default=None, alias="customerTranID")
-    customer_tran_ref: ClientText | None = Field(default=None, alias="customerTranRef")
+    customer_tran_id: ClientValue | None = Field(default=None, alias="customerTranID")
+    customer_tran_ref: ClientValue | None = Field(default=None, alias="customerTranRef")
     amount: Amount | None = None
     usage_count_limit: int | None = Field(default=None, alias="usageCountLimit")
     current_usage_count: int | None = Field(default=None, alias="currentUsageCount")
@@ -209,7 +203,7 @@ class ErrorBody(Wire):
 
 __all__ = [
     "Amount",
-    "ClientText",
+    "ClientValue",
     "ErrorBody",
     "KeyValue",
     "PaymentRequestData",

@@ -158,7 +158,7 @@ class Operations:
                                       "ps": 1000, "pn": page})
             listing = self.client.list_requests(query, timeout=deadline.left())
             for row in listing.requests:
-                if (row.customer_tran_id != tran_id or row.amount != definition.amount
+                if (str(row.customer_tran_id) != tran_id or row.amount != definition.amount
                         or row.payment_request_id in self._returned):
                     continue
                 created = row.date_created

@@ -31,7 +31,8 @@ def test_create_answers_as_the_spec_shows_and_get_has_the_links(mppg_client, fak
     # §3.4: paymentLink and websocketToken null on create; transactions null is read as [].
     assert detail.payment_link is None and detail.websocket_token is None
     assert detail.transactions == []
-    assert detail.definition is not None and detail.definition.customer_tran_ref == "20240101"
+    # §7.4 types it Integer: read, and relayed, as MPPG sent it.
+    assert detail.definition is not None and detail.definition.customer_tran_ref == 20240101
     fetched = mppg_client.get(detail.payment_request_id)
     assert fetched.payment_link and detail.payment_request_id in fetched.payment_link
     assert fetched.websocket_token and fetched.websocket_token.startswith("ws://127.0.0.1:")
@@ -231,7 +232,8 @@ def test_every_shape_the_spec_shows_is_read():
     with _client_answering(200, detail) as client:
         got = client.get("046adde9-acc0-45d0-ae65-dd3e0472ded8")
     assert got.transactions == [] and got.definition is not None
-    assert got.definition.customer_tran_ref == "123456"
+    assert got.definition.customer_tran_ref == 123456
+    assert got.to_wire()["definition"]["customerTranRef"] == 123456
     rows = json.dumps([{"paymentRequestID": "a-1", "customerTranRef": "x", "amount": 10,
                         "dateCreated": "2022-04-21T02:05:22.6-07:00",
                         "activationDate": "2022-04-21T23:05:01.743", "status": 2}]).encode()
