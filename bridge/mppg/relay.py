@@ -263,6 +263,8 @@ class StatusRelay:
                 self._log.info("mppg_relay_transaction_recovered", transaction_id=tid,
                                approved=tx.approved)
                 count += 1
+                if self._metrics is not None:
+                    self._metrics.transactions_recovered.inc()
         return count
 
     def _long_expired(self) -> bool:

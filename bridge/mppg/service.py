@@ -119,6 +119,7 @@ class PaymentRequestService:
             worker.start()
         resumed = self.relays.resume()
         if resumed:
+            self.metrics.relays_resumed.inc(len(resumed))
             _log.info("mppg_relays_resumed", count=len(resumed))
         if self.link is not None:
             self.link.start()
@@ -224,6 +225,8 @@ class PaymentRequestService:
             _log.info("mppg_request_refused", op=op, code=exc.code, source=exc.source)
             self._reply(op, message, envelope, error=exc)
             return None
+        if outcome.notes and outcome.notes.get("recovered"):
+            self.metrics.creates_recovered.inc()
         relay: str | None = None
         if outcome.detail is not None:
             _log.info("mppg_request_done", op=op,

@@ -7,10 +7,12 @@ import threading
 import time
 
 import pytest
+from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from bridge.mppg.definition import parse_definition
 from bridge.mppg.journal import RelayJournal
+from bridge.mppg.metrics import MppgMetrics
 from bridge.mppg.models import PaymentRequestDetail
 from bridge.mppg.relay import RelayOptions, StatusRelay, parse_summary, secure_socket_url
 from bridge.mppg.relays import RelayManager
@@ -225,13 +227,17 @@ def test_journal_resume_publishes_missed_transactions_once(mppg_client, fake_mpp
     missed = [fake_mppg.pay(rid), fake_mppg.pay(rid)]  # paid in full while it was down
 
     second = Recorder()  # a new process: a new journal object reads the file
+    registry = CollectorRegistry()
+    metrics = MppgMetrics(registry)
     restarted = RelayManager(client=mppg_client, topics=TOPICS, publish=second, options=FAST,
-                             max_relays=4, journal=RelayJournal(tmp_path / "mppg-relays.json"))
+                             max_relays=4, journal=RelayJournal(tmp_path / "mppg-relays.json"),
+                             metrics=metrics)
     assert restarted.resume() == [rid]
     second.wait(lambda: any(s["statusName"] == "Paid" for s in second.on(TOPICS.state(rid))))
     ids = [t["detail"]["transactionId"] for t in second.on(TOPICS.transaction(rid))]
     assert ids == [m["detail"]["transactionId"] for m in missed]  # not `seen` again
     assert seen["detail"]["transactionId"] not in ids
+    assert registry.get_sample_value("magtek_bridge_payment_transactions_recovered_total") == 2
     assert wait_for(lambda: restarted.active() == [], 5)
     assert RelayJournal(tmp_path / "mppg-relays.json").requests() == []  # done: forgotten
 

@@ -253,6 +253,8 @@ def test_an_ambiguous_create_is_looked_up_before_failing(make_service, fake_mppg
     (stored,) = fake_mppg.requests
     assert reply["ok"] is True and reply["recovered"] is True
     assert reply["result"]["paymentRequestID"] == stored and reply["result"]["paymentLink"]
+    assert service.registry.get_sample_value(
+        "magtek_bridge_payment_creates_recovered_total") == 1
 
 
 def test_an_ambiguous_create_without_customer_tran_id_says_so(make_service, fake_mppg):
