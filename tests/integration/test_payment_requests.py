@@ -40,8 +40,10 @@ def mppg_section(fake: FakeMppg, **overrides: Any) -> dict[str, Any]:
 
 
 @contextmanager
-def payment_bridge(broker, fake: FakeMppg, **overrides: Any):
-    with running_bridge(broker, mppg=mppg_section(fake, **overrides)) as (app, _bus):
+def payment_bridge(broker, fake: FakeMppg, *, mqtt: dict[str, Any] | None = None,
+                   **overrides: Any):
+    with running_bridge(broker, mppg=mppg_section(fake, **overrides),
+                        mqtt=mqtt or {}) as (app, _bus):
         assert app.payments is not None and app.payments.link is not None
         assert app.payments.link.wait_ready(10), "payment session not subscribed"
         yield app
@@ -339,14 +341,16 @@ def test_a_payment_made_while_the_relay_is_disconnected(broker, fake_mppg, probe
     assert tx["recovered"] is True and tx["detail"]["approved"] is True
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_a_request_sent_while_the_bridge_is_down_is_answered(broker, fake_mppg,
-                                                            probe_factory):
+                                                            probe_factory, protocol):
     probe = probe_factory(f"{BASE}/+/response")
-    with payment_bridge(broker, fake_mppg):
+    mqtt = {"protocol": protocol}
+    with payment_bridge(broker, fake_mppg, mqtt=mqtt):
         pass  # the payment session now exists on the broker
     probe.publish(f"{BASE}/create", json.dumps(
         {"correlation_id": "while-down", "amount": 3, "relay": False}).encode())
-    with payment_bridge(broker, fake_mppg):
+    with payment_bridge(broker, fake_mppg, mqtt=mqtt):
         reply = json.loads(probe.wait_for(f"{BASE}/create/response", timeout=10).payload)
     assert reply["correlation_id"] == "while-down" and reply["ok"] is True
 
