@@ -150,7 +150,7 @@ class BridgeApp:
             on_change=self._readers_changed,
             observers=(self.websocket.hub,) if self.websocket is not None else (),
         )
-        self.payments = self._payment_service()
+        self.payments = self._payment_service(options)
         self.link = MqttLink(
             options,
             client_id=f"{settings.mqtt.client_id_prefix}-{settings.topics.host_id}",
@@ -158,8 +158,7 @@ class BridgeApp:
             will=Publication(self.topics.status, OFFLINE, qos=1, retain=True),
             births=[Publication(self.topics.status, ONLINE, qos=1, retain=True),
                     self._info_publication()],
-            subscriptions=[(f"{settings.topics.prefix}+/+/SendCommand", 1),
-                           *(self.payments.subscriptions() if self.payments else ())],
+            subscriptions=[(f"{settings.topics.prefix}+/+/SendCommand", 1)],
             on_message=self._bridge_message,
             metrics=self.metrics,
             on_published=self.courier.published,
@@ -167,8 +166,6 @@ class BridgeApp:
             on_taken_back=self.courier.taken_back,
         )
         self.courier.set_fallback(self.link)
-        if self.payments is not None:
-            self.payments.attach(self.link)
         self.ops: OpsServer | None = None
         if settings.metrics.enabled:
             self.ops = OpsServer(self.metrics, liveness=self.liveness, readiness=self.readiness,
@@ -189,21 +186,22 @@ class BridgeApp:
         self.metrics.spool_enabled.set(1 if spool.ok else 0)
         return spool
 
-    def _payment_service(self) -> PaymentRequestService | None:
-        """The MPPG request/response service on the bridge link, when ``[mppg]`` enables it."""
+    def _payment_service(self, options: LinkOptions) -> PaymentRequestService | None:
+        """The MPPG request/response service, on its own persistent MQTT session (requests
+        sent while the bridge is down are kept; reader commands never are), when ``[mppg]``
+        enables it."""
         if not self.settings.mppg.enabled:
             return None
         from bridge.mppg.service import PaymentRequestService  # noqa: PLC0415 - optional part
 
-        return PaymentRequestService(self.settings.mppg, self.topics.root,
-                                     registry=self.metrics.registry)
+        return PaymentRequestService(
+            self.settings.mppg, self.topics.root, registry=self.metrics.registry,
+            link_options=options, link_metrics=self.metrics, environ=dict(os.environ),
+            client_id=f"{self.settings.mqtt.client_id_prefix}-{self.settings.topics.host_id}"
+                      "-payments")
 
     def _bridge_message(self, inbound: InboundMessage) -> None:
-        """Messages on the bridge's own session: payment requests, or stray commands."""
-        if inbound.topic.startswith(self.topics.root + "/"):
-            if self.payments is not None:
-                self.payments.on_message(inbound)
-            return
+        """Messages on the bridge's own session: stray reader commands."""
         self._command_without_reader(inbound)
 
     # -- health -------------------------------------------------------------------------------
@@ -223,6 +221,9 @@ class BridgeApp:
             stuck.append("mqtt")
         if now - self.courier.heartbeat > STUCK_AFTER:
             stuck.append("outbox-pump")
+        payments = self.payments.link if self.payments is not None else None
+        if payments is not None and not payments.thread_alive():
+            stuck.append("mqtt-payments")
         return (not stuck), {"stuck": stuck}
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
@@ -230,6 +231,9 @@ class BridgeApp:
         reasons: list[str] = []
         if not self.link.connected.is_set():
             reasons.append(f"mqtt: {self.link.last_error or 'not connected'}")
+        payments = self.payments.link if self.payments is not None else None
+        if payments is not None and not payments.connected.is_set():
+            reasons.append(f"mqtt payments: {payments.last_error or 'not connected'}")
         open_serials: list[str] = []
         for session in self.supervisor.sessions():
             if session.identity is None or not session.alive:

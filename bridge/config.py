@@ -195,6 +195,13 @@ class MppgSettings(_Section):
     relay_reconnect_min_delay: float = Field(default=1.0, gt=0)
     relay_reconnect_max_delay: float = Field(default=30.0, gt=0)
     queue_size: int = Field(default=32, ge=1, le=10_000)
+    # Issue 19: concurrency, limits, durability (README "Payment requests").
+    workers: int = Field(default=4, ge=1, le=64)
+    operation_timeout: float = Field(default=30.0, gt=0, le=600)
+    max_request_bytes: int = Field(default=64 * 1024, ge=1024, le=16 << 20)
+    max_json_depth: int = Field(default=32, ge=4, le=512)
+    session_expiry: int = Field(default=3600, ge=0, le=7 * 86_400)
+    state_dir: Path | None = None
 
     @field_validator("base_url")
     @classmethod

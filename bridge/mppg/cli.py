@@ -1,4 +1,6 @@
-"""``magtek-bridge payreq``: create, list and get payment requests straight from the API.
+"""``magtek-bridge payreq``: create, list, get and update payment requests straight from the
+API. ``update`` changes only the fields given (a read-modify-write of the current
+definition, as the MQTT service does).
 
 Uses the config's ``[mppg]`` section (``base_url`` and credentials; ``enabled`` need not be
 true, that only concerns the daemon). Only argparse is imported at module level so the rest
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
 
 def add_payreq_parser(sub: Any, add_config_args: Callable[[argparse.ArgumentParser], None]
                       ) -> None:
-    """Add ``payreq {create,list,get}`` to the top-level subparsers."""
+    """Add ``payreq {create,list,get,update}`` to the top-level subparsers."""
     payreq = sub.add_parser("payreq", help="MPPG payment requests (uses the [mppg] config)")
     ops = payreq.add_subparsers(dest="payreq_command", required=True)
 
@@ -62,10 +64,41 @@ def add_payreq_parser(sub: Any, add_config_args: Callable[[argparse.ArgumentPars
     get.add_argument("id", help="the paymentRequestID")
     get.add_argument("--json", action="store_true")
 
+    update = ops.add_parser("update", help="change some fields of a payment request (the "
+                                           "others keep their values)")
+    add_config_args(update)
+    update.add_argument("id", help="the paymentRequestID")
+    update.add_argument("--amount")
+    update.add_argument("--tax-amount")
+    update.add_argument("--tax-percent")
+    update.add_argument("--usage-limit", type=int, help="0 = unlimited")
+    update.add_argument("--customer-tran-id")
+    update.add_argument("--customer-tran-ref")
+    update.add_argument("--processor")
+    update.add_argument("--misc-data")
+    update.add_argument("--terms")
+    update.add_argument("--prompt-tax", action=argparse.BooleanOptionalAction)
+    update.add_argument("--prompt-tips", action=argparse.BooleanOptionalAction)
+    state = update.add_mutually_exclusive_group()
+    state.add_argument("--enable", dest="enabled", action="store_true", default=None)
+    state.add_argument("--disable", dest="enabled", action="store_false")
+    update.add_argument("--activation", metavar="ISO8601")
+    update.add_argument("--expiration", metavar="ISO8601")
+    update.add_argument("--info", action="append", default=[], metavar="KEY=VALUE",
+                        help="additional info (repeatable; replaces the current list)")
+    update.add_argument("--json", action="store_true")
+
 
 def _definition_body(args: argparse.Namespace) -> dict[str, Any]:
-    body: dict[str, Any] = {"amount": args.amount, "usageCountLimit": args.usage_limit,
-                            "isEnabled": not args.disabled}
+    """The fields the arguments give (create: all it needs; update: only the changes)."""
+    body: dict[str, Any] = {}
+    if args.payreq_command == "create":
+        body = {"amount": args.amount, "usageCountLimit": args.usage_limit,
+                "isEnabled": not args.disabled}
+    else:
+        changes = {"amount": args.amount, "usageCountLimit": args.usage_limit,
+                   "isEnabled": args.enabled}
+        body = {k: v for k, v in changes.items() if v is not None}
     optional = {
         "taxAmount": args.tax_amount, "taxPercent": args.tax_percent,
         "customerTranID": args.customer_tran_id, "customerTranRef": args.customer_tran_ref,
@@ -100,6 +133,7 @@ def _print_detail(detail: PaymentRequestDetail) -> None:
     print(f"status            {status_name(detail.status)}")
     print(f"paymentLink       {detail.payment_link or '-'}")
     if d is not None:
+        print(f"enabled           {'yes' if d.is_enabled is not False else 'no'}")
         print(f"amount            {d.amount}")
         print(f"usage             {d.current_usage_count}/{d.usage_count_limit or 'unlimited'}")
         print(f"expires           {d.expiration_date.isoformat() if d.expiration_date else '-'}")
@@ -117,13 +151,19 @@ def _print_list(listing: PaymentRequestSummaryListInfo) -> None:
         usage = f"{row.current_usage_count}/{row.usage_count_limit}"
         print(f"{row.payment_request_id}  {status_name(row.status):<9} {row.amount!s:>10}  "
               f"{usage:>7}  {created}  {row.customer_tran_id or ''}")
-    print(f"{len(listing.requests)} shown, {listing.total_records_available} in the date range")
+    total = listing.total_records_available
+    print(f"{len(listing.requests)} shown"
+          + (f", {total} in the date range" if total is not None else ""))
 
 
 def run_payreq(args: argparse.Namespace, settings: Settings) -> int:
     """Run one payreq command; MPPG errors propagate (the CLI prints them, exit 1)."""
     from bridge.mppg.client import MppgClient  # noqa: PLC0415
-    from bridge.mppg.definition import parse_definition, parse_list_query  # noqa: PLC0415
+    from bridge.mppg.definition import (  # noqa: PLC0415
+        merged_definition,
+        parse_definition,
+        parse_list_query,
+    )
 
     with MppgClient.from_settings(settings.mppg) as client:
         if args.payreq_command == "list":
@@ -140,6 +180,13 @@ def run_payreq(args: argparse.Namespace, settings: Settings) -> int:
             if detail.payment_link is None:
                 # The spec's own create example answers without a link; GET has one (§6.4).
                 detail = client.get(detail.payment_request_id)
+        elif args.payreq_command == "update":
+            current = client.get(args.id)
+            changes = _definition_body(args)
+            if not changes:
+                print("nothing to change (give --amount, --disable, ...)")
+                return 2
+            detail = client.update(args.id, merged_definition(current.definition, changes))
         else:
             detail = client.get(args.id)
     if args.json:

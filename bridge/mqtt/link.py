@@ -237,6 +237,11 @@ class MqttLink:
         births: published after the subscriptions are acknowledged, on every connect.
         on_message: called on paho's thread for every inbound message.
         metrics: where to count; optional for CLI tools.
+        session_expiry: 0 (default) starts a clean session on every connect; N > 0 keeps
+            the session (subscriptions, QoS 1 messages queued while we are away) for N
+            seconds after a disconnect, across process restarts (MQTT v5: clean start off
+            and Session Expiry Interval N; 3.1.1: clean session off, kept as the broker's
+            configuration says).
     """
 
     def __init__(
@@ -254,8 +259,10 @@ class MqttLink:
         on_published: PublishedHandler | None = None,
         on_ready: Callable[[MqttLink], None] | None = None,
         on_taken_back: Callable[[MqttLink], None] | None = None,
+        session_expiry: int = 0,
     ) -> None:
         self._options = options
+        self._session_expiry = session_expiry
         self._name = name
         self._subscriptions = list(subscriptions)
         self._births = list(births)
@@ -284,7 +291,7 @@ class MqttLink:
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=MQTTProtocolVersion.MQTTv5 if self.v5 else MQTTProtocolVersion.MQTTv311,
-            clean_session=None if self.v5 else True,
+            clean_session=None if self.v5 else session_expiry == 0,
         )
         if options.username:
             self._client.username_pw_set(options.username, options.password)
@@ -331,8 +338,14 @@ class MqttLink:
         """Connect in the background; paho retries until the broker answers."""
         # paho pings after one idle keepalive and gives up one keepalive later: half the
         # configured value makes it a bound on noticing a dead (black-holed) connection.
+        persistent: dict[str, Any] = {}
+        if self.v5 and self._session_expiry > 0:
+            connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            connect_properties.SessionExpiryInterval = self._session_expiry
+            persistent = {"clean_start": False, "properties": connect_properties}
         self._client.connect_async(
-            self._options.host, self._options.port, keepalive=max(1, self._options.keepalive // 2)
+            self._options.host, self._options.port, keepalive=max(1, self._options.keepalive // 2),
+            **persistent,
         )
         self._client.loop_start()
 
