@@ -23,7 +23,7 @@ import structlog
 from bridge import __version__
 from bridge.config import Settings, insecure_settings, plaintext_password
 from bridge.courier import Courier, CourierOptions
-from bridge.http import OpsServer
+from bridge.http import OpsServer, raise_open_file_limit
 from bridge.intake import Rejection
 from bridge.metrics import Metrics
 from bridge.mqtt.link import InboundMessage, LinkOptions, MqttLink, Publication, TlsOptions
@@ -176,7 +176,9 @@ class BridgeApp:
         self.ops: OpsServer | None = None
         if settings.metrics.enabled:
             self.ops = OpsServer(self.metrics, liveness=self.liveness, readiness=self.readiness,
-                                 address=settings.metrics.address, port=settings.metrics.port)
+                                 address=settings.metrics.address, port=settings.metrics.port,
+                                 max_connections=settings.metrics.max_connections,
+                                 request_timeout=settings.metrics.request_timeout)
         self._stopped = False
         # Refusals for absent readers, coalesced per reader root (only roots we served).
         self._absent_errors: dict[str, ErrorCoalescer] = {}
@@ -379,6 +381,7 @@ class BridgeApp:
 
 
 def run(settings: Settings, *, backend: Backend | None = None) -> int:
+    raise_open_file_limit()  # idle HTTP/WebSocket clients hold descriptors
     stop = threading.Event()
     app = BridgeApp(settings, backend=backend)
     with stop_on_signals(stop):

@@ -72,7 +72,7 @@ class _Watcher(threading.Thread):
                  force_exit: Callable[[int], object]) -> None:
         super().__init__(name="signals", daemon=True)
         self._receive = receive
-        self._stop = stop
+        self._stop_event = stop
         self._grace = grace
         self._deadline = deadline
         self._force_exit = force_exit
@@ -96,11 +96,11 @@ class _Watcher(threading.Thread):
         name = signal.Signals(signum).name
         if self._count == 1:
             _log.info("signal_received", signal=name)
-            self._stop.set()
+            self._stop_event.set()
             self._force_after(self._deadline, "clean stop overran its deadline")
         elif self._count == 2:
             _log.warning("signal_received_again", signal=name, exit_within=self._grace)
-            self._stop.set()
+            self._stop_event.set()
             self._force_after(self._grace, "second signal")
 
     def _force_after(self, seconds: float, why: str) -> None:

@@ -43,7 +43,7 @@ class TokenBucket:
             self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
         if self._at is None or now > self._at:
             self._at = now
-        if self._tokens >= 1.0:
+        if self._tokens >= 1.0 - 1e-9:  # float sums of small refills fall just short
             self._tokens -= 1.0
             return True
         return False
