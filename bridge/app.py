@@ -29,12 +29,13 @@ from bridge.metrics import Metrics
 from bridge.mqtt.link import InboundMessage, LinkOptions, MqttLink, Publication, TlsOptions
 from bridge.mqtt.topics import BridgeTopics, ReaderTopics, parse_send_command_topic
 from bridge.outbox import OutboxLimits
+from bridge.refusals import RefusalReporter
 from bridge.sdnotify import SystemdNotifier, watchdog_interval
 from bridge.session import SessionOptions
 from bridge.signals import stop_on_signals
 from bridge.spool import Spool
 from bridge.supervisor import Supervisor
-from bridge.throttle import ErrorCoalescer
+from bridge.throttle import ErrorReport
 from bridge.transport import Backend, get_backend
 from bridge.websocket import WebSocketEndpoint
 
@@ -181,7 +182,7 @@ class BridgeApp:
                                  request_timeout=settings.metrics.request_timeout)
         self._stopped = False
         # Refusals for absent readers, coalesced per reader root (only roots we served).
-        self._absent_errors: dict[str, ErrorCoalescer] = {}
+        self._absent_errors: dict[str, RefusalReporter] = {}
         self._absent_lock = threading.Lock()
 
     def _open_spool(self, settings: Settings) -> Spool | None:
@@ -280,30 +281,24 @@ class BridgeApp:
             return  # the reader's own session has it
         self.metrics.command_rejected(READER_ABSENT.reason)
         with self._absent_lock:
-            errors = self._absent_errors.get(root)
-            if errors is None:
-                errors = self._absent_errors[root] = ErrorCoalescer(
-                    self.settings.readers.error_interval)
-            report = errors.refused(READER_ABSENT, topic=inbound.topic,
-                                    size=len(inbound.payload), now=time.monotonic())
-        if report is None:
-            return  # counted; reported in the next summary
-        _log.warning("command_rejected", reason=READER_ABSENT.reason, topic=inbound.topic,
-                     size=len(inbound.payload), suppressed=report.suppressed)
-        self.link.publish(ReaderTopics.for_root(root).error, report.body, qos=1,
-                          kind="error", correlation_data=inbound.correlation_data)
+            reporter = self._absent_errors.get(root)
+            if reporter is None:
+                reporter = self._absent_errors[root] = self._absent_reporter(root)
+        reporter.refused(READER_ABSENT, topic=inbound.topic, size=len(inbound.payload),
+                         correlation_data=inbound.correlation_data)
 
-    def flush_refusals(self) -> None:
-        """Summaries of absent-reader refusals held back by the coalescers."""
-        with self._absent_lock:
-            reports = [(root, errors.flush(topic=f"{root}/SendCommand", now=time.monotonic()))
-                       for root, errors in self._absent_errors.items() if errors.pending]
-        for root, report in reports:
-            if report is not None:
-                _log.warning("command_rejected", reason=READER_ABSENT.reason, root=root,
-                             suppressed=report.suppressed)
-                self.link.publish(ReaderTopics.for_root(root).error, report.body, qos=1,
-                                  kind="error")
+    def _absent_reporter(self, root: str) -> RefusalReporter:
+        error_topic = ReaderTopics.for_root(root).error
+
+        def send(report: ErrorReport, topic: str | None, size: int,
+                 correlation_data: bytes | None) -> None:
+            _log.warning("command_rejected", reason=report.reason, topic=topic, size=size,
+                         root=root, suppressed=report.suppressed)
+            self.link.publish(error_topic, report.body, qos=1, kind="error",
+                              correlation_data=correlation_data)
+
+        return RefusalReporter(interval=self.settings.readers.error_interval, burst=5,
+                               send=send, summary_topic=f"{root}/SendCommand")
 
     def _readers_changed(self) -> None:
         info = self._info_publication()
@@ -336,6 +331,9 @@ class BridgeApp:
         if self.websocket is not None:
             self.websocket.stop()  # clients first: no new commands while readers close
         self.supervisor.stop()
+        with self._absent_lock:
+            for reporter in self._absent_errors.values():
+                reporter.close()
         # Messages taken back from the readers' sessions get a last chance on the bridge's
         # own; whatever remains stays in the spool for the next start.
         if self.link.ready.is_set():
@@ -367,7 +365,6 @@ class BridgeApp:
         notifier.notify("READY=1", "STATUS=bridging readers to MQTT")
         try:
             while not stop.wait(tick):
-                self.flush_refusals()
                 if interval:
                     alive, details = self.liveness()
                     if alive:

@@ -40,7 +40,8 @@ from bridge.mms import (
 from bridge.mms import commands as mms_commands
 from bridge.mqtt.link import InboundMessage, LinkOptions, MqttLink, Publication
 from bridge.mqtt.topics import ReaderTopics, model_segment, reader_root
-from bridge.throttle import ErrorCoalescer, ErrorReport, TokenBucket
+from bridge.refusals import RefusalReporter
+from bridge.throttle import ErrorReport, TokenBucket
 from bridge.transport import Transport
 
 _log = structlog.get_logger("bridge.session")
@@ -148,7 +149,9 @@ class ReaderSession:
         # the WebSocket thread both submit); a refusal costs a counter, not a parse or a line.
         self._intake_lock = threading.Lock()
         self._bucket = TokenBucket(options.command_rate, options.command_burst)
-        self._errors = ErrorCoalescer(options.error_interval, options.error_burst)
+        self._refusals = RefusalReporter(interval=options.error_interval,
+                                         burst=options.error_burst, send=self._report_refusal,
+                                         summary_topic="SendCommand")
         self._pending: dict[tuple[int, int], Command] = {}
         self._pending_lock = threading.Lock()
         self._response_seen = threading.Event()
@@ -213,6 +216,7 @@ class ReaderSession:
 
     def _shutdown(self) -> None:
         self.stopping.set()
+        self._refusals.close()
         if self.link is not None and self.topics is not None:
             if self.identity is not None:
                 # Unacknowledged messages go back to the outbox (another carrier sends them).
@@ -480,25 +484,12 @@ class ReaderSession:
         Coalesced: the first few in full, then one report per interval saying how many more
         were refused, so a flood of bad commands costs neither the broker link nor the log.
         """
-        with self._intake_lock:
-            report = self._errors.refused(rejection, topic=topic, size=size,
-                                          now=time.monotonic())
-        if report is not None:
-            self._report_refusal(report, detail=rejection.detail, topic=topic, size=size)
+        self._refusals.refused(rejection, topic=topic, size=size)
 
-    def flush_refusals(self) -> None:
-        """Report refusals held back by ``reject`` once their interval has passed."""
-        if self._errors.pending == 0:
-            return
-        with self._intake_lock:
-            report = self._errors.flush(topic="SendCommand", now=time.monotonic())
-        if report is not None:
-            self._report_refusal(report, detail="summary", topic="SendCommand", size=0)
-
-    def _report_refusal(self, report: ErrorReport, *, detail: str, topic: str,
-                        size: int) -> None:
-        self._log.warning("command_rejected", reason=report.reason, detail=detail, topic=topic,
-                          size=size, suppressed=report.suppressed)
+    def _report_refusal(self, report: ErrorReport, topic: str | None, size: int,
+                        correlation_data: bytes | None) -> None:
+        self._log.warning("command_rejected", reason=report.reason, topic=topic, size=size,
+                          suppressed=report.suppressed)
         if self.link is None or self.topics is None:
             return
         self.link.publish(self.topics.error, report.body, qos=1, kind="error")
@@ -516,7 +507,6 @@ class ReaderSession:
     def _write_loop(self) -> None:
         while not self.stopping.is_set():
             self.write_heartbeat = time.monotonic()
-            self.flush_refusals()
             try:
                 item = self._commands.get(timeout=0.5)
             except queue.Empty:
