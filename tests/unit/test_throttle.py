@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import threading
 
 from bridge.intake import Rejection
+from bridge.refusals import RefusalReporter
 from bridge.throttle import ErrorCoalescer, Throttle, TokenBucket
 
 BAD = Rejection("not_hex", "payload is not hex")
@@ -83,3 +85,21 @@ def test_a_flood_makes_at_most_one_report_per_interval():
         if i % 5000 == 0:
             sent += errors.flush(topic="t", now=now) is not None
     assert sent <= 5 + 5 + 1
+
+
+def test_reporter_sends_the_held_back_summary_by_itself():
+    sent: list[tuple[str, int]] = []
+    done = threading.Event()
+
+    def send(report, topic, size, correlation):
+        sent.append((report.reason, report.suppressed))
+        if report.reason == "summary":
+            done.set()
+
+    reporter = RefusalReporter(interval=0.2, burst=2, send=send, summary_topic="t")
+    for _ in range(10):
+        reporter.refused(BAD, topic="t/SendCommand", size=3)
+    assert sent == [("not_hex", 0), ("not_hex", 0)]
+    assert done.wait(10)  # no one flushed: the reporter's timer did
+    assert sent[-1] == ("summary", 8)
+    reporter.close()
