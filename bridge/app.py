@@ -52,9 +52,9 @@ STUCK_AFTER: Final = 5.0
 DRAIN_TIMEOUT: Final = 2.0
 
 ONLINE: Final = b"online"
+OFFLINE: Final = b"offline"
 READER_ABSENT: Final = Rejection(
     "reader_absent", "the reader is not connected; nothing was stored")
-OFFLINE: Final = b"offline"
 
 
 def link_options(settings: Settings) -> LinkOptions:
@@ -292,8 +292,8 @@ class BridgeApp:
 
         def send(report: ErrorReport, topic: str | None, size: int,
                  correlation_data: bytes | None) -> None:
-            _log.warning("command_rejected", reason=report.reason, topic=topic, size=size,
-                         root=root, suppressed=report.suppressed)
+            _log.warning("command_rejected", reason=report.reason, detail=report.detail,
+                         topic=topic, size=size, root=root, suppressed=report.suppressed)
             self.link.publish(error_topic, report.body, qos=1, kind="error",
                               correlation_data=correlation_data)
 

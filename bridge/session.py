@@ -488,8 +488,8 @@ class ReaderSession:
 
     def _report_refusal(self, report: ErrorReport, topic: str | None, size: int,
                         correlation_data: bytes | None) -> None:
-        self._log.warning("command_rejected", reason=report.reason, topic=topic, size=size,
-                          suppressed=report.suppressed)
+        self._log.warning("command_rejected", reason=report.reason, detail=report.detail,
+                          topic=topic, size=size, suppressed=report.suppressed)
         if self.link is None or self.topics is None:
             return
         self.link.publish(self.topics.error, report.body, qos=1, kind="error")

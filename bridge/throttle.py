@@ -88,6 +88,7 @@ class ErrorReport:
     body: bytes
     reason: str
     suppressed: int  # refusals this report also stands for (not reported one by one)
+    detail: str = ""
 
 
 class ErrorCoalescer:
@@ -120,7 +121,7 @@ class ErrorCoalescer:
             data["suppressed_reasons"] = dict(self._held)
             body = json.dumps(data).encode()
         self._held.clear()
-        return ErrorReport(body, rejection.reason, held)
+        return ErrorReport(body, rejection.reason, held, rejection.detail)
 
     def flush(self, *, topic: str, now: float) -> ErrorReport | None:
         """A summary of held-back refusals, when there are some and one may be sent."""
@@ -138,7 +139,7 @@ class ErrorCoalescer:
             "topic": topic,
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
         }
-        return ErrorReport(json.dumps(body).encode(), "summary", held)
+        return ErrorReport(json.dumps(body).encode(), "summary", held, str(body["detail"]))
 
 
 __all__ = ["ErrorCoalescer", "ErrorReport", "Throttle", "TokenBucket"]
