@@ -46,10 +46,11 @@ def stop_on_signals(
     previous handlers are restored on the way out."""
     receive, send = socket.socketpair()
     send.setblocking(False)
-    recorded: list[int] = []
 
     def record(signum: int, frame: FrameType | None) -> None:
-        recorded.append(signum)  # nothing else: no lock, no log line, no exception
+        # The record is the byte the interpreter already wrote to the wakeup socket. Nothing
+        # here: no lock, no log line, no exception (a handler replaces the default action).
+        return
 
     previous_fd = signal.set_wakeup_fd(send.fileno(), warn_on_full_buffer=False)
     previous = {sig: signal.signal(sig, record) for sig in SIGNALS}

@@ -77,3 +77,22 @@ def test_idle_clients_time_out_and_make_room(server):
     finally:
         for sock in idle:
             sock.close()
+
+
+def test_stopping_with_idle_clients_is_quiet(capsys):
+    metrics = Metrics(CollectorRegistry(), process_metrics=False)
+    ops = OpsServer(metrics, liveness=lambda: (True, {}), readiness=lambda: (True, {}),
+                    port=0, max_connections=8, request_timeout=30)
+    ops.start()
+    idle = [socket.create_connection(("127.0.0.1", ops.port)) for _ in range(5)]
+    try:
+        for sock in idle:
+            sock.sendall(b"GET /he")
+        assert _ask(ops.port, b"GET /healthz HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 200")
+        ops.stop()
+        captured = capsys.readouterr()
+        assert "Task was destroyed" not in captured.out + captured.err
+        assert "Traceback" not in captured.out + captured.err
+    finally:
+        for sock in idle:
+            sock.close()
