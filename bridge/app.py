@@ -13,30 +13,29 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from types import FrameType
 from typing import TYPE_CHECKING, Final
 
 import structlog
 
 from bridge import __version__
-from bridge.config import Settings
+from bridge.config import Settings, insecure_settings, plaintext_password
 from bridge.courier import Courier, CourierOptions
-from bridge.http import OpsServer
-from bridge.intake import Rejection, rejection_report
+from bridge.http import OpsServer, raise_open_file_limit
+from bridge.intake import Rejection
 from bridge.metrics import Metrics
 from bridge.mqtt.link import InboundMessage, LinkOptions, MqttLink, Publication, TlsOptions
 from bridge.mqtt.topics import BridgeTopics, ReaderTopics, parse_send_command_topic
 from bridge.outbox import OutboxLimits
+from bridge.refusals import RefusalReporter
 from bridge.sdnotify import SystemdNotifier, watchdog_interval
 from bridge.session import SessionOptions
+from bridge.signals import stop_on_signals
 from bridge.spool import Spool
 from bridge.supervisor import Supervisor
+from bridge.throttle import ErrorReport
 from bridge.transport import Backend, get_backend
 from bridge.websocket import WebSocketEndpoint
 
@@ -54,6 +53,8 @@ DRAIN_TIMEOUT: Final = 2.0
 
 ONLINE: Final = b"online"
 OFFLINE: Final = b"offline"
+READER_ABSENT: Final = Rejection(
+    "reader_absent", "the reader is not connected; nothing was stored")
 
 
 def link_options(settings: Settings) -> LinkOptions:
@@ -79,6 +80,7 @@ def link_options(settings: Settings) -> LinkOptions:
         reconnect_min_delay=m.reconnect_min_delay,
         reconnect_max_delay=m.reconnect_max_delay,
         max_inflight=settings.outbox.window + 8,
+        password_in_clear=plaintext_password(m),
     )
 
 
@@ -94,6 +96,9 @@ def session_options(settings: Settings) -> SessionOptions:
         max_message_size=r.max_message_size,
         command_timeout=r.command_timeout,
         identify_timeout=r.identify_timeout,
+        command_rate=r.command_rate,
+        command_burst=r.command_burst,
+        error_interval=r.error_interval,
         log_messages=settings.logging.level.lower() == "debug",
     )
 
@@ -169,8 +174,13 @@ class BridgeApp:
         self.ops: OpsServer | None = None
         if settings.metrics.enabled:
             self.ops = OpsServer(self.metrics, liveness=self.liveness, readiness=self.readiness,
-                                 address=settings.metrics.address, port=settings.metrics.port)
+                                 address=settings.metrics.address, port=settings.metrics.port,
+                                 max_connections=settings.metrics.max_connections,
+                                 request_timeout=settings.metrics.request_timeout)
         self._stopped = False
+        # Refusals for absent readers, coalesced per reader root (only roots we served).
+        self._absent_errors: dict[str, RefusalReporter] = {}
+        self._absent_lock = threading.Lock()
 
     def _open_spool(self, settings: Settings) -> Spool | None:
         path = settings.outbox.spool_file(os.environ)
@@ -273,13 +283,26 @@ class BridgeApp:
         session = self.supervisor.session_for_root(root)
         if session is not None and session.link is not None and session.link.ready.is_set():
             return  # the reader's own session has it
-        rejection = Rejection("reader_absent", "the reader is not connected; nothing was stored")
-        self.metrics.command_rejected(rejection.reason)
-        _log.warning("command_rejected", reason=rejection.reason, topic=inbound.topic,
-                     size=len(inbound.payload))
-        report = rejection_report(rejection, topic=inbound.topic, size=len(inbound.payload))
-        self.link.publish(ReaderTopics.for_root(root).error, report, qos=1,
-                          kind="error", correlation_data=inbound.correlation_data)
+        self.metrics.command_rejected(READER_ABSENT.reason)
+        with self._absent_lock:
+            reporter = self._absent_errors.get(root)
+            if reporter is None:
+                reporter = self._absent_errors[root] = self._absent_reporter(root)
+        reporter.refused(READER_ABSENT, topic=inbound.topic, size=len(inbound.payload),
+                         correlation_data=inbound.correlation_data)
+
+    def _absent_reporter(self, root: str) -> RefusalReporter:
+        error_topic = ReaderTopics.for_root(root).error
+
+        def send(report: ErrorReport, topic: str | None, size: int,
+                 correlation_data: bytes | None) -> None:
+            _log.warning("command_rejected", reason=report.reason, detail=report.detail,
+                         topic=topic, size=size, root=root, suppressed=report.suppressed)
+            self.link.publish(error_topic, report.body, qos=1, kind="error",
+                              correlation_data=correlation_data)
+
+        return RefusalReporter(interval=self.settings.readers.error_interval, burst=5,
+                               send=send, summary_topic=f"{root}/SendCommand")
 
     def _readers_changed(self) -> None:
         info = self._info_publication()
@@ -291,6 +314,8 @@ class BridgeApp:
         _log.info("bridge_starting", version=__version__, host_id=self.settings.topics.host_id,
                   broker=f"{self.settings.mqtt.host}:{self.settings.mqtt.port}",
                   backend=getattr(self.backend, "name", "?"))
+        for setting, why in insecure_settings(self.settings):
+            _log.warning("insecure_setting", setting=setting, detail=why)
         if self.websocket is not None:
             # First: a port that cannot be bound stops the start before anything else runs.
             self.websocket.start(self.supervisor)
@@ -310,6 +335,9 @@ class BridgeApp:
         if self.websocket is not None:
             self.websocket.stop()  # clients first: no new commands while readers close
         self.supervisor.stop()
+        with self._absent_lock:
+            for reporter in self._absent_errors.values():
+                reporter.close()
         # Messages taken back from the readers' sessions get a last chance on the bridge's
         # own; whatever remains stays in the spool for the next start.
         if self.link.ready.is_set():
@@ -353,27 +381,8 @@ class BridgeApp:
         return 0
 
 
-@contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM/SIGINT set ``stop``; a second one exits at once. Restores the old handlers."""
-    hits: list[float] = []
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        hits.append(time.monotonic())
-        _log.info("signal_received", signal=signal.Signals(signum).name)
-        if len(hits) > 1:
-            raise SystemExit(1)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 def run(settings: Settings, *, backend: Backend | None = None) -> int:
+    raise_open_file_limit()  # idle HTTP/WebSocket clients hold descriptors
     stop = threading.Event()
     app = BridgeApp(settings, backend=backend)
     with stop_on_signals(stop):

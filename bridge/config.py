@@ -35,6 +35,7 @@ DEFAULT_CONFIG_PATH: Final = Path("/etc/magtek-bridge/config.toml")
 ENV_PREFIX: Final = "MAGTEK_BRIDGE_"
 CONFIG_ENV: Final = "MAGTEK_BRIDGE_CONFIG"
 _LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+MIN_TOKEN_LENGTH: Final = 16
 
 
 def _default_host_id() -> str:
@@ -88,6 +89,9 @@ class MqttSettings(_Section):
     reconnect_min_delay: float = Field(default=0.5, gt=0)
     reconnect_max_delay: float = Field(default=10.0, gt=0)
     require_tls: bool = False
+    # A password to a broker beyond loopback over plain TCP travels in clear: refused unless
+    # this says it is meant (then warned at every connect).
+    allow_password_without_tls: bool = False
     tls: TlsSettings = TlsSettings()
 
     @field_validator("protocol", mode="before")
@@ -123,6 +127,11 @@ class ReadersSettings(_Section):
     command_timeout: float = Field(default=5.0, gt=0)
     identify_timeout: float = Field(default=2.0, gt=0)
     expected: list[str] = []
+    # Hostile or buggy clients: commands a reader takes per second (with a burst), and how
+    # often a refusal is reported on <root>/Error once the first few went out in full.
+    command_rate: float = Field(default=50.0, gt=0, le=100_000)
+    command_burst: int = Field(default=100, ge=1, le=100_000)
+    error_interval: float = Field(default=1.0, gt=0, le=3600)
 
 
 class OutboxSettings(_Section):
@@ -168,6 +177,10 @@ class MetricsSettings(_Section):
     enabled: bool = True
     address: str = "127.0.0.1"
     port: int = Field(default=9108, ge=0, le=65535)
+    # Slow or idle clients: connections held at once (the oldest idle one makes room for a
+    # new one) and how long one may take to send its request and read the answer.
+    max_connections: int = Field(default=64, ge=1, le=10_000)
+    request_timeout: float = Field(default=5.0, gt=0, le=300)
 
 
 def _is_loopback(host: str) -> bool:
@@ -234,6 +247,8 @@ class WebSocketAuthSettings(_Section):
     username: str | None = None
     password: SecretStr | None = None
     password_file: Path | None = None
+    # Credentials beyond loopback travel only over wss:// unless this says plain ws:// is meant.
+    allow_without_tls: bool = False
 
     def token_value(self) -> str | None:
         return _secret(self.token, self.token_file, "websocket.auth.token_file")
@@ -365,6 +380,7 @@ def _check_files(settings: Settings, env: Mapping[str, str]) -> None:
     tls = settings.mqtt.tls
     if settings.mqtt.require_tls and not tls.enabled:
         raise ConfigError("mqtt.require_tls: TLS is required but mqtt.tls.enabled is false")
+    _check_mqtt_exposure(settings.mqtt)
     if tls.enabled:
         for key in ("ca_file", "cert_file", "key_file", "key_password_file"):
             value = getattr(tls, key)
@@ -383,6 +399,48 @@ def _check_files(settings: Settings, env: Mapping[str, str]) -> None:
     _check_mppg(settings.mppg)
     if settings.websocket.enabled:
         _check_websocket(settings.websocket)
+
+
+def _check_mqtt_exposure(mqtt: MqttSettings) -> None:
+    """Settings that would quietly send secrets in clear are errors, not surprises."""
+    tls = mqtt.tls
+    if not tls.enabled:
+        for key in ("ca_file", "cert_file", "key_file", "key_password_file"):
+            if getattr(tls, key) is not None:
+                raise ConfigError(
+                    f"mqtt.tls.{key}: set while mqtt.tls.enabled is false, so the connection "
+                    "would be plain TCP; set mqtt.tls.enabled = true (or remove the key)")
+    has_password = mqtt.password is not None or mqtt.password_file is not None
+    if (has_password and not tls.enabled and not _is_loopback(mqtt.host)
+            and not mqtt.allow_password_without_tls):
+        raise ConfigError(
+            f"mqtt.password: would be sent in clear to {mqtt.host} (plain TCP beyond loopback); "
+            "enable mqtt.tls, or set mqtt.allow_password_without_tls = true if that is meant")
+
+
+def plaintext_password(mqtt: MqttSettings) -> bool:
+    """Does the broker connection send a password in clear beyond this machine?"""
+    has_password = mqtt.password is not None or mqtt.password_file is not None
+    return has_password and not mqtt.tls.enabled and not _is_loopback(mqtt.host)
+
+
+def insecure_settings(settings: Settings) -> list[tuple[str, str]]:
+    """(setting, why) for every weakened protection the configuration asks for: logged as a
+    warning at start so nobody runs one by accident."""
+    found: list[tuple[str, str]] = []
+    if settings.mqtt.tls.enabled and not settings.mqtt.tls.check_hostname:
+        found.append(("mqtt.tls.check_hostname",
+                      "the broker certificate is not checked against its host name: anyone "
+                      "with a certificate from the same CA can pose as the broker"))
+    if plaintext_password(settings.mqtt):
+        found.append(("mqtt.allow_password_without_tls",
+                      f"the MQTT password goes in clear to {settings.mqtt.host}"))
+    ws = settings.websocket
+    if (ws.enabled and ws.auth.mode != "none" and ws.tls.cert_file is None
+            and not _is_loopback(ws.address)):
+        found.append(("websocket.auth.allow_without_tls",
+                      f"WebSocket credentials travel in clear (ws:// on {ws.address})"))
+    return found
 
 
 def _check_mppg(mppg: MppgSettings) -> None:
@@ -409,6 +467,18 @@ def _check_websocket(ws: WebSocketSettings) -> None:
     if auth.mode == "token" and not auth.token_value():
         raise ConfigError("websocket.auth.mode: 'token' needs websocket.auth.token_file or "
                           "MAGTEK_BRIDGE_WEBSOCKET__AUTH__TOKEN")
+    if auth.mode == "token":
+        token = auth.token_value() or ""
+        if len(token.strip()) < MIN_TOKEN_LENGTH or token != token.strip():
+            raise ConfigError(f"websocket.auth.token (or token_file): at least "
+                              f"{MIN_TOKEN_LENGTH} characters, no leading or trailing spaces "
+                              "(e.g. openssl rand -hex 16)")
+    if (auth.mode != "none" and ws.tls.cert_file is None and not _is_loopback(ws.address)
+            and not auth.allow_without_tls):
+        raise ConfigError(
+            f"websocket.tls.cert_file: credentials ({auth.mode}) on {ws.address} beyond loopback "
+            "need wss:// (websocket.tls.cert_file and key_file), or "
+            "websocket.auth.allow_without_tls = true if plain ws:// is meant")
     if auth.mode == "basic" and not (auth.username and auth.password_value()):
         raise ConfigError("websocket.auth.mode: 'basic' needs websocket.auth.username and "
                           "websocket.auth.password_file (or "
@@ -433,5 +503,7 @@ __all__ = [
     "WebSocketAuthSettings",
     "WebSocketSettings",
     "WebSocketTlsSettings",
+    "insecure_settings",
     "load_settings",
+    "plaintext_password",
 ]

@@ -8,7 +8,8 @@
 * any tag in :data:`SENSITIVE_TAGS` (track data, PAN, name, expiry, cryptograms, KSNs, PIN
   block, NFC UID, barcode data), wherever it is nested;
 * any value longer than :data:`MAX_CLEAR_VALUE` bytes, except the values of the properties
-  PROTOCOL.md names (serial, firmware versions, capabilities, ...), which hold no card data.
+  PROTOCOL.md names (serial, firmware versions, capabilities, ...), which hold no card data;
+* any value shaped like a card number (:func:`pan_like`), whatever its tag or length.
 
 :func:`safe_summary` is for logs: ids, status and tag names, never values.
 """
@@ -47,6 +48,7 @@ _TLV_LISTS: Final = frozenset({b"\x86", b"\x89"})  # primitive, TLVs by conventi
 _PAYLOAD_TAG: Final = b"\x84"
 _PATH_TAG: Final = b"\x89"
 _PRINTABLE: Final = frozenset(range(0x20, 0x7F))
+_PAN_TEXT: Final = frozenset(b"0123456789 .-")
 
 Node = dict[str, object]
 
@@ -215,7 +217,8 @@ def _node(item: Tlv, mask: bool, *, allow_long: bool, depth: int) -> Node:
             node["children"] = [_node(child, mask, allow_long=inner_long, depth=depth + 1)
                                 for child in children]
             return node
-    if mask and len(item.value) > MAX_CLEAR_VALUE and not allow_long:
+    if mask and ((len(item.value) > MAX_CLEAR_VALUE and not allow_long)
+                 or pan_like(item.value)):
         node["value"] = MASKED
         return node
     node["value"] = item.value.hex().upper()
@@ -223,6 +226,30 @@ def _node(item: Tlv, mask: bool, *, allow_long: bool, depth: int) -> Node:
     if text is not None:
         node["text"] = text
     return node
+
+
+def pan_like(value: bytes) -> bool:
+    """13-19 digits that pass the Luhn check, as ASCII text (maybe grouped by spaces, dots or
+    dashes, NUL-padded) or packed BCD (``F``-padded): a card number in an unexpected place."""
+    text = value.rstrip(b"\x00")
+    if text and all(b in _PAN_TEXT for b in text):
+        digits = bytes(b for b in text if 0x30 <= b <= 0x39).decode("ascii")
+    else:
+        digits = value.hex().upper().rstrip("F")
+        if not digits.isdigit():
+            return False
+    return 13 <= len(digits) <= 19 and luhn_valid(digits)
+
+
+def luhn_valid(digits: str) -> bool:
+    """The card-number check digit (ISO/IEC 7812) holds."""
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = int(char)
+        if index % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
 
 
 def _render(node: Node) -> str:
@@ -251,5 +278,7 @@ __all__ = [
     "SENSITIVE_TAGS",
     "describe",
     "describe_dict",
+    "luhn_valid",
+    "pan_like",
     "safe_summary",
 ]

@@ -64,6 +64,9 @@ class LinkOptions:
     reconnect_max_delay: float = 10.0
     # paho's in-flight cap; above the outbox window, so status and responses never queue.
     max_inflight: int = 20
+    # The password goes to a broker beyond loopback without TLS (explicitly allowed by the
+    # config): said at every connect, so it is never forgotten.
+    password_in_clear: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -457,6 +460,9 @@ class MqttLink:
         if self._ever_connected and self._metrics is not None:
             self._metrics.mqtt_reconnects.inc()
         self._log.info("mqtt_connected", reconnect=self._ever_connected)
+        if self._options.password_in_clear:
+            self._log.warning("mqtt_password_sent_in_clear", host=self._options.host,
+                              setting="mqtt.allow_password_without_tls")
         self._ever_connected = True
         self.connected.set()
         self._gauge(1)

@@ -19,6 +19,7 @@ import contextlib
 import socket
 import ssl
 import threading
+import time
 from typing import Final, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -33,6 +34,7 @@ from bridge.errors import ConfigError
 from bridge.intake import Rejection
 from bridge.metrics import Metrics
 from bridge.session import ReaderSession
+from bridge.throttle import Throttle
 from bridge.websocket.access import AccessPolicy, Refusal
 from bridge.websocket.hub import CLOSE_GRACE, Client, ClientHub, error_frame
 from bridge.websocket.pages import commands_document, readers_document, ui_page
@@ -74,6 +76,7 @@ class WebSocketEndpoint:
                  max_message_size: int = 1 << 20) -> None:
         self._settings = settings
         self._metrics = metrics
+        self._refusal_lines = Throttle(interval=1.0, burst=5)  # a flood is one line a second
         self._max_frame = 3 * max_message_size + 64  # hex text with whitespace (bridge.intake)
         auth = settings.auth
         self._policy = AccessPolicy(
@@ -296,8 +299,10 @@ class WebSocketEndpoint:
                 result = session.submit(payload)
         if isinstance(result, Rejection):
             self._metrics.websocket_rejected(result.reason)
-            _log.warning("websocket_command_rejected", root=client.root, reason=result.reason,
-                         size=len(frame))
+            held = self._refusal_lines.allow(time.monotonic())
+            if held is not None:
+                _log.warning("websocket_command_rejected", root=client.root,
+                             reason=result.reason, size=len(frame), suppressed=held)
             client.push(error_frame(result.reason, result.detail))
 
 

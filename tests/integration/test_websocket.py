@@ -241,7 +241,7 @@ def test_readers_commands_and_ui_documents(broker):
 
 def test_token_auth_header_or_query(broker, tmp_path):
     token_file = tmp_path / "token"
-    token_file.write_text("s3cret-token\n")
+    token_file.write_text("s3cret-token-0123456\n")
     auth = {"mode": "token", "token_file": str(token_file)}
     with ws_bridge(broker, _bus(), auth=auth) as app:
         url = ws_url(app, "/")
@@ -250,9 +250,9 @@ def test_token_auth_header_or_query(broker, tmp_path):
             with pytest.raises(Exception) as refused:
                 open_client(url + suffix, headers=headers)
             assert refused.value.response.status_code == 401
-        with open_client(url, headers={"Authorization": "Bearer s3cret-token"}) as client:
+        with open_client(url, headers={"Authorization": "Bearer s3cret-token-0123456"}) as client:
             assert recv_json(client)["status"] == "connected"
-        with open_client(url + "?token=s3cret-token") as client:
+        with open_client(url + "?token=s3cret-token-0123456") as client:
             assert recv_json(client)["status"] == "connected"
         status, _, _ = _http(url.replace("ws://", "http://") + "readers")
         assert status == 401
