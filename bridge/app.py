@@ -28,7 +28,7 @@ from bridge import __version__
 from bridge.config import Settings
 from bridge.courier import Courier, CourierOptions
 from bridge.http import OpsServer
-from bridge.intake import Rejection, rejection_report
+from bridge.intake import Rejection, clears_retained_command, rejection_report
 from bridge.metrics import Metrics
 from bridge.mqtt.link import InboundMessage, LinkOptions, MqttLink, Publication, TlsOptions
 from bridge.mqtt.topics import BridgeTopics, ReaderTopics, parse_send_command_topic
@@ -266,6 +266,8 @@ class BridgeApp:
         root = parse_send_command_topic(self.settings.topics.prefix, inbound.topic)
         if root is None or inbound.retain or not self.supervisor.known_root(root):
             return
+        if clears_retained_command(inbound.payload):
+            return  # clearing a retained command: nothing to run, nothing to refuse
         session = self.supervisor.session_for_root(root)
         if session is not None and session.link is not None and session.link.ready.is_set():
             return  # the reader's own session has it

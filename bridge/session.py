@@ -26,7 +26,13 @@ import structlog
 from bridge import __version__
 from bridge.courier import Courier
 from bridge.errors import DeviceGoneError, ProtocolError, TransportError
-from bridge.intake import Command, Rejection, rejection_report, validate_command
+from bridge.intake import (
+    Command,
+    Rejection,
+    clears_retained_command,
+    rejection_report,
+    validate_command,
+)
 from bridge.metrics import Metrics
 from bridge.mms import (
     FrameDropped,
@@ -407,6 +413,9 @@ class ReaderSession:
     # -- MQTT -> device -----------------------------------------------------------------------
 
     def _on_command(self, inbound: InboundMessage) -> None:
+        if clears_retained_command(inbound.payload):
+            self._log.debug("retained_command_cleared", topic=inbound.topic)
+            return
         result = self.submit(
             inbound.payload,
             retained=inbound.retain,
