@@ -12,10 +12,10 @@ kind, or ``auto_present`` when several are allowed (else insert, tap, swipe in t
 With ``auto_present=None`` (manual mode) cards come only from ``present_card`` and
 ``remove_card``; a card presented while idle stays in the field/slot (a swipe is buffered)
 for the next transaction, and sends the idle user events (1001 category 01) when property
-1.2.7.1.2.1 enables them (byte 0 bit 7: a simulator choice, the bit map is unconfirmed). Simulator choices for statuses PROTOCOL.md leaves unconfirmed (§3.3):
-unknown command ``80 01 01 13``, bad payload or non-request ``80 01 01 02``, unknown property
-``80 02 01 02``, cancel without a transaction ``80 02 03 04``, start while running
-``80 02 03 08``. Reports that do not reassemble, and messages that do not parse, are dropped
+1.2.7.1.2.1 enables them (byte 0 bit 7: a simulator choice, the bit map is unconfirmed).
+
+Statuses where PROTOCOL.md leaves the device's answer open: ``bridge.simulator.replies``.
+Reports that do not reassemble, and messages that do not parse, are dropped
 silently, as a device would.
 """
 
@@ -52,33 +52,32 @@ from bridge.simulator.cards import (
     prompt,
     user_event,
 )
+from bridge.simulator.replies import (
+    BAD_PAYLOAD,
+    CAPABILITIES_PATH,
+    CARD_ORDER,
+    FIRMWARE_PATH,
+    HARDWARE_PATH,
+    NO_TRANSACTION,
+    OK,
+    SERIAL_PATH,
+    STARTED,
+    TRANSACTION_RUNNING,
+    UNKNOWN_COMMAND,
+    UNKNOWN_PROPERTY,
+    USER_EVENTS_PATH,
+    WEBSOCKET_CONNECTIONS_PATH,
+    file_message,
+    padded,
+    reader_kinds,
+)
 
 REPORT_INTERVAL: Final = 0.001  # USB full speed: one 64-byte report per 1 ms frame (§2)
 MAX_QUEUED_REPORTS: Final = 1 << 16  # ~4 MB of reports; a real device would stall instead
 DEFAULT_PRESENT_DELAY = 1.0  # a person takes about a second to tap, insert or swipe
-_ORDER: Final[tuple[CardKind, ...]] = ("insert", "tap", "swipe")
 RESET_UNPLUG_DELAY: Final = 0.05  # §3.6: the device resets within 500 ms
 RESET_REPLUG_DELAY: Final = 0.3
 _HOST_LOG_LIMIT: Final = 10_000
-
-_SERIAL_PATH: Final = (2, 2, 1, 1, 1, 1)
-_FIRMWARE_PATH: Final = (2, 1, 2, 2, 2, 2)
-_CAPABILITIES_PATH: Final = (2, 2, 1, 1, 1, 2)
-_HARDWARE_PATH: Final = (2, 2, 1, 1, 1, 3)
-_USER_EVENTS_PATH: Final = (1, 2, 7, 1, 2, 1)
-_WEBSOCKET_CONNECTIONS_PATH: Final = (1, 2, 2, 1, 1, 10)  # seed 004: 1..4 clients
-
-OK: Final = (0x00, 0x000000)
-STARTED: Final = (0x01, 0x000000)
-UNKNOWN_COMMAND: Final = (0x80, 0x010113)
-BAD_PAYLOAD: Final = (0x80, 0x010102)
-UNKNOWN_PROPERTY: Final = (0x80, 0x020102)
-NO_TRANSACTION: Final = (0x80, 0x020304)
-TRANSACTION_RUNNING: Final = (0x80, 0x020308)
-
-
-def _padded(text: str, size: int) -> bytes:
-    return text.encode()[:size].ljust(size, b"\x00")
 
 
 class SimulatedReader:
@@ -291,12 +290,12 @@ class SimulatedReader:
             self._respond(request, BAD_PAYLOAD)
             return
         values: dict[tuple[int, ...], bytes] = {
-            _SERIAL_PATH: bytes.fromhex(self.serial + "0"),
-            _FIRMWARE_PATH: _padded(self.firmware_id, 19),
-            _CAPABILITIES_PATH: _padded("V=1,SC=1,SR=1,UDE=0,CE=2,CLE=2,BT=0,WF=0", 64),
-            _HARDWARE_PATH: _padded("41PCI450A0", 16),
-            _USER_EVENTS_PATH: self.user_events,
-            _WEBSOCKET_CONNECTIONS_PATH: self.websocket_connections,
+            SERIAL_PATH: bytes.fromhex(self.serial + "0"),
+            FIRMWARE_PATH: padded(self.firmware_id, 19),
+            CAPABILITIES_PATH: padded("V=1,SC=1,SR=1,UDE=0,CE=2,CLE=2,BT=0,WF=0", 64),
+            HARDWARE_PATH: padded("41PCI450A0", 16),
+            USER_EVENTS_PATH: self.user_events,
+            WEBSOCKET_CONNECTIONS_PATH: self.websocket_connections,
         }
         value = values.get(path)
         if value is None:
@@ -310,9 +309,9 @@ class SimulatedReader:
         except ProtocolError:
             self._respond(request, BAD_PAYLOAD)
             return
-        if prop.path == _USER_EVENTS_PATH and len(prop.value) == 4:
+        if prop.path == USER_EVENTS_PATH and len(prop.value) == 4:
             self.user_events = prop.value
-        elif (prop.path == _WEBSOCKET_CONNECTIONS_PATH and len(prop.value) == 1
+        elif (prop.path == WEBSOCKET_CONNECTIONS_PATH and len(prop.value) == 1
               and 1 <= prop.value[0] <= 4):
             self.websocket_connections = prop.value
         else:
@@ -326,7 +325,7 @@ class SimulatedReader:
             return
         try:
             items = {t.tag_hex: t.value for t in decode_tlvs(request.payload or b"", offset=2)}
-            allowed = _reader_kinds(items.get("A3"))
+            allowed = reader_kinds(items.get("A3"))
         except ProtocolError:
             self._respond(request, BAD_PAYLOAD)
             return
@@ -351,7 +350,7 @@ class SimulatedReader:
             self._later(0.0, lambda: self._read_card(held, ident))
         elif self.auto_present is not None:
             kind = self.auto_present if self.auto_present in allowed else next(
-                k for k in _ORDER if k in allowed)
+                k for k in CARD_ORDER if k in allowed)
             self._later(self.present_delay, lambda: self._read_card(kind, ident))
 
     def _read_card(self, kind: CardKind, ident: int) -> None:
@@ -360,10 +359,8 @@ class SimulatedReader:
             return
         self._transaction = False
         manual = self.auto_present is None
-        if self._mifare:
-            flow = mifare_flow()
-        else:
-            flow = card_flow(kind, self.serial, removed=not manual)
+        flow = mifare_flow() if self._mifare else card_flow(kind, self.serial,
+                                                            removed=not manual)
         for message in flow:
             self._queue(message)
         # By hand an inserted card stays in the slot until removed; a swipe is used up.
@@ -437,25 +434,6 @@ class SimulatedReader:
         size = max(1, min(size, 1 << 20))
         self._respond(request, OK)
         self._queue(file_message(request.ref, size))
-
-
-def _reader_kinds(options: bytes | None) -> tuple[CardKind, ...]:
-    """The card kinds a Start Transaction allows: A3 ``81`` MSR, ``82`` contact, ``83``
-    contactless, each ``00`` = off (§3.6); no A3 allows all three."""
-    if options is None:
-        return ("insert", "tap", "swipe")
-    on = {t.tag_hex for t in decode_tlvs(options) if t.value and t.value[0]}
-    kinds = {"81": "swipe", "82": "insert", "83": "tap"}
-    return tuple(k for k in _ORDER if any(kinds[tag] == k for tag in on if tag in kinds))
-
-
-def file_message(ref: int, size: int) -> bytes:
-    """A device file message (type 84, 81 of 8 bytes) carrying ``size`` payload bytes."""
-    data = bytes(i & 0xFF for i in range(size))
-    info = bytes((MessageType.DEVICE_FILE, ref)) + bytes.fromhex("D821") + bytes.fromhex(
-        "D8010000")
-    body = b"\x81\x08" + info + b"\x84\x83" + (len(data) + 2).to_bytes(3, "big") + b"\xd8\x21"
-    return b"\xaa\x00" + body + data
 
 
 _HANDLERS: Final[dict[int, Callable[[SimulatedReader, Message], None]]] = {

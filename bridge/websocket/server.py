@@ -27,9 +27,9 @@ from urllib.parse import unquote, urlsplit
 import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.typing import Subprotocol
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
 from bridge.config import WebSocketSettings
 from bridge.errors import ConfigError

@@ -29,7 +29,7 @@ ROOT = f"MagTek/Device/DynaFlexII/{SERIAL}"
 _HEX = re.compile(r"^(?:[0-9A-F]{2})+$")
 
 
-class NotMms(AssertionError):
+class NotMmsError(AssertionError):
     pass
 
 
@@ -42,11 +42,11 @@ class MagTekStyleClient:
 
     def _take(self, frame: str | bytes) -> Message:
         if not isinstance(frame, str) or not _HEX.match(frame):
-            raise NotMms(f"not an MMS hex frame: {frame[:80]!r}")
+            raise NotMmsError(f"not an MMS hex frame: {frame[:80]!r}")
         try:
             message = parse_message(bytes.fromhex(frame))
         except Exception as exc:
-            raise NotMms(f"unparseable MMS frame {frame[:80]!r}: {exc}") from exc
+            raise NotMmsError(f"unparseable MMS frame {frame[:80]!r}: {exc}") from exc
         self.received.append(message)
         return message
 
