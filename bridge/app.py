@@ -1,7 +1,8 @@
 """The bridge process: wiring, start-up, and a staged, time-boxed shutdown.
 
-Start: bridge-level MQTT session (``MagTek/Bridge/<host id>/Status`` = ``online``, will
-``offline``) and the reader supervisor, independently: readers are opened and identified even
+Start: bridge-level MQTT session (``MagTek/Bridge/<host id>/State`` = ``online``, will
+``offline``; never a ``Status`` topic, which reader lists would show as a device) and the
+reader supervisor, independently: readers are opened and identified even
 while the broker is unreachable (a store Pi often boots before its network).
 
 Stop (SIGTERM/SIGINT only set an event): stop scanning -> each reader publishes retained
@@ -27,6 +28,7 @@ import structlog
 from bridge import __version__
 from bridge.config import Settings
 from bridge.courier import Courier, CourierOptions
+from bridge.ghosts import GhostSweeper, RootMemory, memory_file
 from bridge.http import OpsServer
 from bridge.intake import Rejection, clears_retained_command, rejection_report
 from bridge.metrics import Metrics
@@ -35,9 +37,11 @@ from bridge.mqtt.topics import BridgeTopics, ReaderTopics, parse_send_command_to
 from bridge.outbox import OutboxLimits
 from bridge.sdnotify import SystemdNotifier, watchdog_interval
 from bridge.session import SessionOptions
+from bridge.simulator.control import apply_action, parse_present_topic, present_wildcard
 from bridge.spool import Spool
 from bridge.supervisor import Supervisor
 from bridge.transport import Backend, get_backend
+from bridge.transport.simulated import SimulatedBus, SimulatedTransport
 from bridge.websocket import WebSocketEndpoint
 
 if TYPE_CHECKING:
@@ -109,9 +113,12 @@ def courier_options(settings: Settings) -> CourierOptions:
 
 
 def make_backend(settings: Settings) -> Backend:
-    if settings.readers.simulate > 0 or settings.readers.backend == "simulated":
-        return get_backend("simulated", count=max(1, settings.readers.simulate),
-                           stream_rate=settings.readers.simulate_stream_rate)
+    r = settings.readers
+    if r.simulate > 0 or r.backend == "simulated":
+        card = None if r.simulate_card == "manual" else r.simulate_card
+        return get_backend("simulated", count=max(1, r.simulate),
+                           stream_rate=r.simulate_stream_rate, auto_present=card,
+                           present_delay=r.simulate_present_delay)
     return get_backend(settings.readers.backend)
 
 
@@ -151,6 +158,11 @@ class BridgeApp:
             observers=(self.websocket.hub,) if self.websocket is not None else (),
         )
         self.payments = self._payment_service()
+        self.root_memory = RootMemory(memory_file(os.environ))
+        self.ghosts = GhostSweeper(
+            self.root_memory, prefix=settings.topics.prefix,
+            friendly_names=settings.topics.friendly_names,
+            publish=self._publish_now, served_now=self.supervisor.connected_roots)
         self.link = MqttLink(
             options,
             client_id=f"{settings.mqtt.client_id_prefix}-{settings.topics.host_id}",
@@ -159,6 +171,8 @@ class BridgeApp:
             births=[Publication(self.topics.status, ONLINE, qos=1, retain=True),
                     self._info_publication()],
             subscriptions=[(f"{settings.topics.prefix}+/+/SendCommand", 1),
+                           (self.topics.info, 1),  # our own retained info: roots served
+                           *self._simulator_subscriptions(),
                            *(self.payments.subscriptions() if self.payments else ())],
             on_message=self._bridge_message,
             metrics=self.metrics,
@@ -198,8 +212,24 @@ class BridgeApp:
         return PaymentRequestService(self.settings.mppg, self.topics.root,
                                      registry=self.metrics.registry)
 
+    def _simulator_subscriptions(self) -> list[tuple[str, int]]:
+        if not isinstance(self.backend, SimulatedBus):
+            return []
+        return [(present_wildcard(self.settings.topics.prefix), 1)]
+
+    def _publish_now(self, publication: Publication) -> None:
+        self.link.publish(publication.topic, publication.payload, qos=publication.qos,
+                          retain=publication.retain, kind="status")
+
     def _bridge_message(self, inbound: InboundMessage) -> None:
         """Messages on the bridge's own session: payment requests, or stray commands."""
+        if inbound.topic == self.topics.info:
+            self._own_info(inbound)
+            return
+        present_root = parse_present_topic(self.settings.topics.prefix, inbound.topic)
+        if present_root is not None:
+            self._simulator_action(present_root, inbound.payload)
+            return
         if inbound.topic.startswith(self.topics.root + "/"):
             if self.payments is not None:
                 self.payments.on_message(inbound)
@@ -256,6 +286,8 @@ class BridgeApp:
             "device_prefix": self.settings.topics.prefix,
             "protocol": self.settings.mqtt.protocol,
             "readers": roots,
+            # What a restart without a state directory reads back (bridge.ghosts).
+            "served_roots": self.root_memory.as_json(),
         }
         return Publication(self.topics.info, json.dumps(info).encode(), qos=1, retain=True)
 
@@ -279,7 +311,29 @@ class BridgeApp:
         self.link.publish(ReaderTopics.for_root(root).error, report, qos=1,
                           kind="error", correlation_data=inbound.correlation_data)
 
+    def _own_info(self, inbound: InboundMessage) -> None:
+        """Our retained info as the broker kept it: the roots a previous run served."""
+        if not inbound.retain or not self.root_memory.seed(inbound.payload):
+            return
+        self.ghosts.sweep()
+        self._readers_changed()
+
+    def _simulator_action(self, root: str, payload: bytes) -> None:
+        """``<root>/Simulator/Present``: a card for a simulated reader, never a real one."""
+        session = self.supervisor.session_for_root(root)
+        transport = session.transport if session is not None else None
+        if not isinstance(transport, SimulatedTransport):
+            _log.warning("simulator_action_refused", root=root,
+                         reason="not a connected simulated reader")
+            return
+        done, what = apply_action(transport.reader, payload)
+        _log.info("simulator_action", root=root, done=done, result=what)
+
     def _readers_changed(self) -> None:
+        for session in self.supervisor.sessions():
+            identity = session.identity
+            if identity is not None and session.alive:
+                self.ghosts.reader_identified(identity.serial, identity.model, identity.root)
         info = self._info_publication()
         self.link.set_births([Publication(self.topics.status, ONLINE, qos=1, retain=True), info])
         if self.link.connected.is_set():
@@ -298,6 +352,7 @@ class BridgeApp:
         if self.payments is not None:
             self.payments.start()
         self.link.start()
+        self.ghosts.sweep()  # roots remembered in the state directory (queued until connected)
         self.supervisor.start()
 
     def stop(self) -> None:

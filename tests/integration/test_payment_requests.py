@@ -161,7 +161,7 @@ def test_validation_errors_have_documented_codes(broker, fake_mppg, probe_factor
 
 
 def test_bad_json_is_answered_and_the_bridge_keeps_going(broker, fake_mppg, probe_factory):
-    probe = probe_factory(f"{BASE}/#", "MagTek/Bridge/testhost/Status")
+    probe = probe_factory(f"{BASE}/#", "MagTek/Bridge/testhost/State")
     with payment_bridge(broker, fake_mppg):
         bad = call(probe, "create", b"{this is not json")
         assert bad["correlation_id"] is None and bad["error"]["code"] == 40010
@@ -187,7 +187,7 @@ def test_server_errors_answer_50000_then_recover(broker, fake_mppg, probe_factor
 
 
 def test_bridge_survives_the_service_being_down(broker, fake_mppg, probe_factory):
-    probe = probe_factory(f"{BASE}/#", "MagTek/Bridge/testhost/Status")
+    probe = probe_factory(f"{BASE}/#", "MagTek/Bridge/testhost/State")
     with payment_bridge(broker, fake_mppg) as app:
         created = call(probe, "create", {"amount": 1, "usageCountLimit": 1})
         rid = created["result"]["paymentRequestID"]

@@ -184,6 +184,6 @@ def test_bridge_starts_before_broker(broker_factory, probe_factory):
         # Readers are opened and identified while the broker is unreachable.
         assert wait_until(lambda: [s for s in app.supervisor.sessions() if s.identity], 10)
         broker.start()
-        probe = probe_factory(f"{ROOT}/Status", "MagTek/Bridge/testhost/Status", broker=broker)
+        probe = probe_factory(f"{ROOT}/Status", "MagTek/Bridge/testhost/State", broker=broker)
         probe.expect_retained(f"{ROOT}/Status", b"connected", timeout=15)
-        probe.expect_retained("MagTek/Bridge/testhost/Status", b"online", timeout=5)
+        probe.expect_retained("MagTek/Bridge/testhost/State", b"online", timeout=5)

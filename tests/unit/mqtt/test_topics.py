@@ -43,7 +43,8 @@ def test_reader_topics_and_wildcard_depth():
     assert device_list_wildcard("MagTek/US/CA/SealBeach/Name/") == (
         "MagTek/US/CA/SealBeach/Name/+/+/Status")
     bridge = BridgeTopics("MagTek/Bridge/", "pi-7")
-    assert (bridge.status, bridge.info) == ("MagTek/Bridge/pi-7/Status", "MagTek/Bridge/pi-7/Info")
+    assert (bridge.status, bridge.info) == ("MagTek/Bridge/pi-7/State",
+                                      "MagTek/Bridge/pi-7/BridgeInfo")
 
 
 @pytest.mark.parametrize("prefix", ["MagTek/Device", "/MagTek/", "MagTek/+/", "a//b/", "#/"])
