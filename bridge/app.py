@@ -313,9 +313,9 @@ class BridgeApp:
 
     def _own_info(self, inbound: InboundMessage) -> None:
         """Our retained info as the broker kept it: the roots a previous run served."""
-        if not inbound.retain or not self.root_memory.seed(inbound.payload):
+        if not inbound.retain:
             return
-        self.ghosts.sweep()
+        self.ghosts.seed(inbound.payload)
         self._readers_changed()
 
     def _simulator_action(self, root: str, payload: bytes) -> None:

@@ -54,10 +54,17 @@ def memory_file(environ: Mapping[str, str]) -> Path | None:
 
 def clear_publications(root: str) -> list[Publication]:
     """Empty retained publishes that delete a root's ``Status`` and ``Info`` (and a retained
-    ``SendCommand`` someone left there)."""
+    ``SendCommand`` someone left there), then a plain ``disconnected`` on ``Status``.
+
+    The broker hands the empty ``Status`` to live subscribers too, and MagTek's consumer pages
+    list every ``Status`` they get as a device, hidden only when it says ``disconnected``: the
+    last, non-retained word hides the ghost in pages already open, and nothing is stored for
+    pages opened later.
+    """
     topics = ReaderTopics.for_root(root)
-    return [Publication(topic, b"", qos=1, retain=True)
-            for topic in (topics.status, topics.info, topics.send_command)]
+    cleared = [Publication(topic, b"", qos=1, retain=True)
+               for topic in (topics.status, topics.info, topics.send_command)]
+    return [*cleared, Publication(topics.status, b"disconnected", qos=1, retain=False)]
 
 
 def _parse_entries(items: object) -> dict[str, ServedRoot]:
@@ -98,19 +105,25 @@ class RootMemory:
     def as_json(self) -> list[dict[str, str]]:
         return [asdict(entry) for entry in self.entries()]
 
-    def seed(self, info_payload: bytes) -> bool:
-        """Take the ``served_roots`` of a retained ``BridgeInfo`` (serials not known yet only);
-        True when anything was added."""
+    def seed(self, info_payload: bytes) -> list[str]:
+        """Take the ``served_roots`` of a retained ``BridgeInfo``. Serials not known yet are
+        added; for a serial already served under another root (identified before the
+        retained copy arrived) the remembered root is returned: a ghost to clear."""
         try:
             document = json.loads(info_payload or b"{}")
         except ValueError:
-            return False
+            return []
         found = _parse_entries(document.get("served_roots") if isinstance(document, dict)
                                else None)
+        replaced: list[str] = []
         with self._lock:
-            added = {s: e for s, e in found.items() if s not in self._served}
-            self._served.update(added)
-        return bool(added)
+            for serial, entry in found.items():
+                current = self._served.get(serial)
+                if current is None:
+                    self._served[serial] = entry
+                elif current.root != entry.root:
+                    replaced.append(entry.root)
+        return replaced
 
     def served(self, serial: str, model: str, root: str) -> str | None:
         """Record that ``serial`` is served under ``root``; the root it had before if that
@@ -167,14 +180,21 @@ class GhostSweeper:
         ghosts = [e.root for e in self.memory.stale(self._prefix, self._friendly_names)]
         return self._clear(ghosts)
 
+    def seed(self, info_payload: bytes) -> list[str]:
+        """Our retained ``BridgeInfo`` came back: clear what it shows we no longer serve."""
+        replaced = self.memory.seed(info_payload)
+        ghosts = [e.root for e in self.memory.stale(self._prefix, self._friendly_names)]
+        return self._clear([*replaced, *ghosts])
+
     def reader_identified(self, serial: str, model: str, root: str) -> list[str]:
         """A reader is served under ``root``: clear its old root if it had another."""
         old = self.memory.served(serial, model, root)
         return self._clear([old] if old is not None else [])
 
     def _clear(self, roots: list[str]) -> list[str]:
-        live = set(self._served_now())
-        cleared = [r for r in dict.fromkeys(roots) if r not in live]
+        # Once per run: the state file and the retained info may both name the same ghost.
+        skip = set(self._served_now()) | set(self.cleared)
+        cleared = [r for r in dict.fromkeys(roots) if r not in skip]
         for root in cleared:
             _log.info("ghost_root_cleared", root=root)
             for publication in clear_publications(root):

@@ -207,7 +207,7 @@ def test_readers_appear_at_central_and_answer_commands_from_there(make_fleet):
             late.expect_retained(f"{root}/Status", b"connected", stored=True)
             reader_info = json.loads(late.wait_for(f"{root}/Info").payload)
             assert (reader_info["host_id"], reader_info["root"]) == (HOST_ID, local_root)
-        late.expect_retained(f"{BRIDGE_ROOT}/Status", b"online", stored=True)
+        late.expect_retained(f"{BRIDGE_ROOT}/State", b"online", stored=True)
         late.expect_retained(UPLINK_STATE, b"1", stored=True)
         info = json.loads(late.wait_for(f"{BRIDGE_ROOT}/BridgeInfo").payload)
         assert info["host_id"] == HOST_ID
