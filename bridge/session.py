@@ -413,6 +413,11 @@ class ReaderSession:
     # -- MQTT -> device -----------------------------------------------------------------------
 
     def _on_command(self, inbound: InboundMessage) -> None:
+        if self.topics is not None and inbound.topic != self.topics.send_command:
+            # Not what we subscribed to (the demo's embedded broker has been seen handing a
+            # reader session another client's retained message): not a command for us.
+            self._log.debug("unexpected_topic_ignored", topic=inbound.topic)
+            return
         if clears_retained_command(inbound.payload):
             self._log.debug("retained_command_cleared", topic=inbound.topic)
             return
