@@ -1,7 +1,8 @@
 """The bridge process: wiring, start-up, and a staged, time-boxed shutdown.
 
-Start: bridge-level MQTT session (``MagTek/Bridge/<host id>/Status`` = ``online``, will
-``offline``) and the reader supervisor, independently: readers are opened and identified even
+Start: bridge-level MQTT session (``MagTek/Bridge/<host id>/State`` = ``online``, will
+``offline``; never a ``Status`` topic, which reader lists would show as a device) and the
+reader supervisor, independently: readers are opened and identified even
 while the broker is unreachable (a store Pi often boots before its network).
 
 Stop (SIGTERM/SIGINT only set an event): stop scanning -> each reader publishes retained
@@ -23,8 +24,9 @@ import structlog
 from bridge import __version__
 from bridge.config import Settings, insecure_settings, plaintext_password
 from bridge.courier import Courier, CourierOptions
+from bridge.ghosts import GhostSweeper, RootMemory, memory_file
 from bridge.http import OpsServer, raise_open_file_limit
-from bridge.intake import Rejection
+from bridge.intake import Rejection, clears_retained_command
 from bridge.metrics import Metrics
 from bridge.mqtt.link import InboundMessage, LinkOptions, MqttLink, Publication, TlsOptions
 from bridge.mqtt.topics import BridgeTopics, ReaderTopics, parse_send_command_topic
@@ -33,10 +35,12 @@ from bridge.refusals import RefusalReporter
 from bridge.sdnotify import SystemdNotifier, watchdog_interval
 from bridge.session import SessionOptions
 from bridge.signals import stop_on_signals
+from bridge.simulator.control import apply_action, parse_present_topic, present_wildcard
 from bridge.spool import Spool
 from bridge.supervisor import Supervisor
 from bridge.throttle import ErrorReport
 from bridge.transport import Backend, get_backend
+from bridge.transport.simulated import SimulatedBus, SimulatedTransport
 from bridge.websocket import WebSocketEndpoint
 
 if TYPE_CHECKING:
@@ -114,9 +118,12 @@ def courier_options(settings: Settings) -> CourierOptions:
 
 
 def make_backend(settings: Settings) -> Backend:
-    if settings.readers.simulate > 0 or settings.readers.backend == "simulated":
-        return get_backend("simulated", count=max(1, settings.readers.simulate),
-                           stream_rate=settings.readers.simulate_stream_rate)
+    r = settings.readers
+    if r.simulate > 0 or r.backend == "simulated":
+        card = None if r.simulate_card == "manual" else r.simulate_card
+        return get_backend("simulated", count=max(1, r.simulate),
+                           stream_rate=r.simulate_stream_rate, auto_present=card,
+                           present_delay=r.simulate_present_delay)
     return get_backend(settings.readers.backend)
 
 
@@ -156,6 +163,11 @@ class BridgeApp:
             observers=(self.websocket.hub,) if self.websocket is not None else (),
         )
         self.payments = self._payment_service(options)
+        self.root_memory = RootMemory(memory_file(os.environ))
+        self.ghosts = GhostSweeper(
+            self.root_memory, prefix=settings.topics.prefix,
+            friendly_names=settings.topics.friendly_names,
+            publish=self._publish_now, served_now=self.supervisor.connected_roots)
         self.link = MqttLink(
             options,
             client_id=f"{settings.mqtt.client_id_prefix}-{settings.topics.host_id}",
@@ -163,7 +175,9 @@ class BridgeApp:
             will=Publication(self.topics.status, OFFLINE, qos=1, retain=True),
             births=[Publication(self.topics.status, ONLINE, qos=1, retain=True),
                     self._info_publication()],
-            subscriptions=[(f"{settings.topics.prefix}+/+/SendCommand", 1)],
+            subscriptions=[(f"{settings.topics.prefix}+/+/SendCommand", 1),
+                           (self.topics.info, 1),  # our own retained info: roots served
+                           *self._simulator_subscriptions()],
             on_message=self._bridge_message,
             metrics=self.metrics,
             on_published=self.courier.published,
@@ -210,8 +224,25 @@ class BridgeApp:
             client_id=f"{self.settings.mqtt.client_id_prefix}-{self.settings.topics.host_id}"
                       "-payments")
 
+    def _simulator_subscriptions(self) -> list[tuple[str, int]]:
+        if not isinstance(self.backend, SimulatedBus):
+            return []
+        return [(present_wildcard(self.settings.topics.prefix), 1)]
+
+    def _publish_now(self, publication: Publication) -> None:
+        self.link.publish(publication.topic, publication.payload, qos=publication.qos,
+                          retain=publication.retain, kind="status")
+
     def _bridge_message(self, inbound: InboundMessage) -> None:
-        """Messages on the bridge's own session: stray reader commands."""
+        """Messages on the bridge's own session: its retained info, simulator actions, or
+        stray reader commands."""
+        if inbound.topic == self.topics.info:
+            self._own_info(inbound)
+            return
+        present_root = parse_present_topic(self.settings.topics.prefix, inbound.topic)
+        if present_root is not None:
+            self._simulator_action(present_root, inbound.payload)
+            return
         self._command_without_reader(inbound)
 
     # -- health -------------------------------------------------------------------------------
@@ -270,6 +301,8 @@ class BridgeApp:
             "device_prefix": self.settings.topics.prefix,
             "protocol": self.settings.mqtt.protocol,
             "readers": roots,
+            # What a restart without a state directory reads back (bridge.ghosts).
+            "served_roots": self.root_memory.as_json(),
         }
         return Publication(self.topics.info, json.dumps(info).encode(), qos=1, retain=True)
 
@@ -280,6 +313,8 @@ class BridgeApp:
         root = parse_send_command_topic(self.settings.topics.prefix, inbound.topic)
         if root is None or inbound.retain or not self.supervisor.known_root(root):
             return
+        if clears_retained_command(inbound.payload):
+            return  # clearing a retained command: nothing to run, nothing to refuse
         session = self.supervisor.session_for_root(root)
         if session is not None and session.link is not None and session.link.ready.is_set():
             return  # the reader's own session has it
@@ -304,7 +339,29 @@ class BridgeApp:
         return RefusalReporter(interval=self.settings.readers.error_interval, burst=5,
                                send=send, summary_topic=f"{root}/SendCommand")
 
+    def _own_info(self, inbound: InboundMessage) -> None:
+        """Our retained info as the broker kept it: the roots a previous run served."""
+        if not inbound.retain:
+            return
+        self.ghosts.seed(inbound.payload)
+        self._readers_changed()
+
+    def _simulator_action(self, root: str, payload: bytes) -> None:
+        """``<root>/Simulator/Present``: a card for a simulated reader, never a real one."""
+        session = self.supervisor.session_for_root(root)
+        transport = session.transport if session is not None else None
+        if not isinstance(transport, SimulatedTransport):
+            _log.warning("simulator_action_refused", root=root,
+                         reason="not a connected simulated reader")
+            return
+        done, what = apply_action(transport.reader, payload)
+        _log.info("simulator_action", root=root, done=done, result=what)
+
     def _readers_changed(self) -> None:
+        for session in self.supervisor.sessions():
+            identity = session.identity
+            if identity is not None and session.alive:
+                self.ghosts.reader_identified(identity.serial, identity.model, identity.root)
         info = self._info_publication()
         self.link.set_births([Publication(self.topics.status, ONLINE, qos=1, retain=True), info])
         if self.link.connected.is_set():
@@ -325,6 +382,7 @@ class BridgeApp:
         if self.payments is not None:
             self.payments.start()
         self.link.start()
+        self.ghosts.sweep()  # roots remembered in the state directory (queued until connected)
         self.supervisor.start()
 
     def stop(self) -> None:

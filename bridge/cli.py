@@ -71,6 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_payreq_parser(sub, _add_config_args)
 
+    clear = sub.add_parser("clear-root", help="clear a reader root's retained Status and Info "
+                                             "(a ghost reader) on the broker")
+    _add_config_args(clear)
+    _add_broker_args(clear)
+    clear.add_argument("root", help="the reader root, e.g. MagTek/Device/DynaFlexII/B123456")
+    clear.add_argument("--force", action="store_true", help="even if it says connected")
+
+    present = sub.add_parser("present", help="present or remove a card on a simulated reader")
+    _add_config_args(present)
+    _add_broker_args(present)
+    present.add_argument("root", help="reader root topic, a serial, or 'auto' for the only one")
+    present.add_argument("action", choices=["insert", "swipe", "tap", "remove"])
+
     demo = sub.add_parser("demo", help="embedded broker + simulated reader + bridge, scripted")
     demo.add_argument("--card", choices=["tap", "insert", "swipe"], default="tap")
     demo.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
@@ -169,6 +182,23 @@ def _cmd_payreq(args: argparse.Namespace) -> int:
     return run_payreq(args, settings)
 
 
+def _cmd_clear_root(args: argparse.Namespace) -> int:
+    from bridge.app import link_options  # noqa: PLC0415
+    from bridge.ghosts import clear_root  # noqa: PLC0415
+
+    done, what = clear_root(link_options(_settings(args)), args.root, force=args.force)
+    print(what, file=sys.stdout if done else sys.stderr)
+    return 0 if done else 4
+
+
+def _cmd_present(args: argparse.Namespace) -> int:
+    from bridge.app import link_options  # noqa: PLC0415
+    from bridge.simulator.cli import present  # noqa: PLC0415
+
+    settings = _settings(args)
+    return present(link_options(settings), settings.topics.prefix, args.root, args.action)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from bridge.demo import run_demo  # noqa: PLC0415
 
@@ -183,6 +213,8 @@ _COMMANDS = {
     "monitor": _cmd_monitor,
     "demo": _cmd_demo,
     "payreq": _cmd_payreq,
+    "clear-root": _cmd_clear_root,
+    "present": _cmd_present,
 }
 
 

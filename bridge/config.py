@@ -121,6 +121,10 @@ class ReadersSettings(_Section):
     backend: Literal["hid", "simulated"] = "hid"
     simulate: int = Field(default=0, ge=0, le=64)
     simulate_stream_rate: float = Field(default=0.0, ge=0, le=1_000_000)
+    # Simulated readers: the card they present once a transaction waits (the preference when
+    # it allows several kinds), or "manual" (only when asked: <root>/Simulator/Present).
+    simulate_card: Literal["tap", "insert", "swipe", "manual"] = "tap"
+    simulate_present_delay: float = Field(default=1.0, ge=0, le=600)
     scan_interval: float = Field(default=1.0, gt=0, le=60)
     read_timeout: float = Field(default=0.05, gt=0, le=5)
     max_message_size: int = Field(default=1 << 20, ge=64, le=3_997_756)

@@ -26,7 +26,7 @@ import structlog
 from bridge import __version__
 from bridge.courier import Courier
 from bridge.errors import DeviceGoneError, ProtocolError, TransportError
-from bridge.intake import Command, Rejection, validate_command
+from bridge.intake import Command, Rejection, clears_retained_command, validate_command
 from bridge.metrics import Metrics
 from bridge.mms import (
     FrameDropped,
@@ -458,6 +458,14 @@ class ReaderSession:
     # -- MQTT -> device -----------------------------------------------------------------------
 
     def _on_command(self, inbound: InboundMessage) -> None:
+        if self.topics is not None and inbound.topic != self.topics.send_command:
+            # Not what we subscribed to (the demo's embedded broker has been seen handing a
+            # reader session another client's retained message): not a command for us.
+            self._log.debug("unexpected_topic_ignored", topic=inbound.topic)
+            return
+        if clears_retained_command(inbound.payload):
+            self._log.debug("retained_command_cleared", topic=inbound.topic)
+            return
         result = self.submit(
             inbound.payload,
             retained=inbound.retain,

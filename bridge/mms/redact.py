@@ -11,6 +11,11 @@
   PROTOCOL.md names (serial, firmware versions, capabilities, ...), which hold no card data;
 * any value shaped like a card number (:func:`pan_like`), whatever its tag or length.
 
+A masked payload still shows which tags it holds (``tags``: names only, nested, never values
+or lengths; PROTOCOL.md §9 allows tag presence), reading into the ARQC/batch blob of 0101 the
+way MagTek's reference does (its 2-byte length, then the ``F9`` container). A serial number
+property also shows the 7-character serial (§4).
+
 :func:`safe_summary` is for logs: ids, status and tag names, never values.
 """
 
@@ -20,7 +25,13 @@ from typing import Final
 
 from bridge.mms.messages import ID_ECHO_LENGTH, Message, MessageType
 from bridge.mms.names import command_name, notification_detail_name, notification_name
-from bridge.mms.properties import GET_PROPERTY, PROPERTY_NAMES, SET_PROPERTY, read_property
+from bridge.mms.properties import (
+    GET_PROPERTY,
+    PROPERTY_NAMES,
+    SERIAL_NUMBER,
+    SET_PROPERTY,
+    read_property,
+)
 from bridge.mms.tlv import MAX_NESTING_DEPTH, Tlv, TlvError, decode_tlvs
 
 MAX_CLEAR_VALUE: Final = 16
@@ -49,6 +60,8 @@ _PAYLOAD_TAG: Final = b"\x84"
 _PATH_TAG: Final = b"\x89"
 _PRINTABLE: Final = frozenset(range(0x20, 0x7F))
 _PAN_TEXT: Final = frozenset(b"0123456789 .-")
+_SERIAL_DIGITS: Final = 7
+_BLOB_LENGTH: Final = 2  # the ARQC/batch blob's own length prefix (§5)
 
 Node = dict[str, object]
 
@@ -110,6 +123,8 @@ def describe(message: Message, *, mask: bool = True) -> str:
     prop = _known_property(message)
     if prop is not None:
         line += f" property {prop['path']} {prop['name']}"
+        if "serial" in prop:
+            line += f" serial {prop['serial']}"
     nodes = _tree(message, mask, known=prop is not None)
     return line + " | " + " ".join(_render(node) for node in nodes)
 
@@ -170,6 +185,8 @@ def _known_property(message: Message) -> dict[str, object] | None:
         text = _text(prop.value)
         if text is not None:
             out["text"] = text
+        if prop.path == SERIAL_NUMBER:
+            out["serial"] = prop.value.hex().upper()[:_SERIAL_DIGITS]  # §4: 3.5 bytes
     return out
 
 
@@ -178,16 +195,21 @@ def _tree(message: Message, mask: bool, *, known: bool) -> list[Node]:
     hide_payload = mask and _payload_masked(message)
     allow_long = not mask or known
     return [
-        _payload_node(item, hide_payload, mask, allow_long) if item.tag == _PAYLOAD_TAG
+        _payload_node(item, hide_payload, mask, allow_long, file=message.message_type.is_file)
+        if item.tag == _PAYLOAD_TAG
         else _node(item, mask, allow_long=False, depth=0)
         for item in message.tlvs
     ]
 
 
-def _payload_node(item: Tlv, hide: bool, mask: bool, allow_long: bool) -> Node:
+def _payload_node(item: Tlv, hide: bool, mask: bool, allow_long: bool, *, file: bool) -> Node:
     node: Node = {"tag": item.tag_hex, "length": len(item.value)}
     if hide:
         node["value"] = MASKED
+        tags = [] if file else _presence(item.value[ID_ECHO_LENGTH:], depth=0)
+        if tags:  # a file's payload is data, not TLVs
+            node["id"] = item.value[:ID_ECHO_LENGTH].hex().upper()
+            node["tags"] = tags
         return node
     if len(item.value) < ID_ECHO_LENGTH:
         return _node(item, mask, allow_long=False, depth=0)
@@ -250,10 +272,44 @@ def luhn_valid(digits: str) -> bool:
             value = value * 2 - 9 if value > 4 else value * 2
         total += value
     return total % 10 == 0
+def _presence(data: bytes, *, depth: int) -> list[Node]:
+    """Which tags ``data`` holds, nested; names only. What does not parse is left out."""
+    try:
+        items = decode_tlvs(data, allow_padding=True)
+    except TlvError:
+        return []
+    out: list[Node] = []
+    for item in items:
+        node: Node = {"tag": item.tag_hex}
+        inner: bytes | None = None
+        if item.constructed:
+            inner = item.value
+        elif item.tag == _PAYLOAD_TAG and len(item.value) > _BLOB_LENGTH:
+            # An ARQC/batch blob: its length, the F9 container, padding and a MAC (§5).
+            size = int.from_bytes(item.value[:_BLOB_LENGTH], "big")
+            inner = item.value[_BLOB_LENGTH:_BLOB_LENGTH + size]
+        if inner and depth < MAX_NESTING_DEPTH:
+            children = _presence(inner, depth=depth + 1)
+            if children:
+                node["tags"] = children
+        out.append(node)
+    return out
+
+
+def _render_tags(nodes: list[Node]) -> str:
+    parts = []
+    for node in nodes:
+        children = node.get("tags")
+        inner = "{" + _render_tags(children) + "}" if isinstance(children, list) else ""
+        parts.append(f"{node['tag']}{inner}")
+    return " ".join(parts)
 
 
 def _render(node: Node) -> str:
     head = f"{node['tag']}[{node['length']}]"
+    tags = node.get("tags")
+    if isinstance(tags, list):
+        return f"{head}={node['value']}{{{node['id']} tags: {_render_tags(tags)}}}"
     children = node.get("children")
     if isinstance(children, list):
         prefix = f"{node['id']} " if "id" in node else ""

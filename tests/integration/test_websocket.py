@@ -356,8 +356,8 @@ def test_wss_with_the_configured_certificate(broker, test_pki):
     with ws_bridge(broker, _bus(), tls=tls) as app:
         assert app.websocket.url.startswith("wss://")
         context = ssl.create_default_context(cafile=str(test_pki.ca_file))
-        with connect(f"wss://127.0.0.1:{app.websocket.port}/", ssl=context, open_timeout=5,
-                     proxy=None) as client:
+        url = f"wss://127.0.0.1:{app.websocket.port}/?frames=json"  # opt in by query
+        with connect(url, ssl=context, open_timeout=5, proxy=None) as client:
             assert recv_json(client)["status"] == "connected"
             client.send(commands.get_serial_number(0x81).hex())
             recv_until(client, is_response(GET_SERIAL, 0x81))
