@@ -112,6 +112,8 @@ def make_backend(settings: Settings) -> Backend:
     if settings.readers.simulate > 0 or settings.readers.backend == "simulated":
         return get_backend("simulated", count=max(1, settings.readers.simulate),
                            stream_rate=settings.readers.simulate_stream_rate)
+    if settings.readers.backend == "hid":
+        return get_backend("hid", api=settings.readers.hid_api)
     return get_backend(settings.readers.backend)
 
 
@@ -286,7 +288,8 @@ class BridgeApp:
     def start(self) -> None:
         _log.info("bridge_starting", version=__version__, host_id=self.settings.topics.host_id,
                   broker=f"{self.settings.mqtt.host}:{self.settings.mqtt.port}",
-                  backend=getattr(self.backend, "name", "?"))
+                  backend=getattr(self.backend, "name", "?"),
+                  hid_api=getattr(self.backend, "api", None))
         if self.websocket is not None:
             # First: a port that cannot be bound stops the start before anything else runs.
             self.websocket.start(self.supervisor)
