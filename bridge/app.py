@@ -112,9 +112,7 @@ def make_backend(settings: Settings) -> Backend:
     if settings.readers.simulate > 0 or settings.readers.backend == "simulated":
         return get_backend("simulated", count=max(1, settings.readers.simulate),
                            stream_rate=settings.readers.simulate_stream_rate)
-    if settings.readers.backend == "hid":
-        return get_backend("hid", api=settings.readers.hid_api)
-    return get_backend(settings.readers.backend)
+    return get_backend("hid", api=settings.readers.hid_api)
 
 
 class BridgeApp:
