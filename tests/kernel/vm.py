@@ -190,7 +190,8 @@ for f in passwd group; do cp /newroot/etc/$f /rw/$f; mount --bind /rw/$f /newroo
 ip link set lo up
 hostname magtek-vm
 echo "init: running /tmp/share/run.sh"
-chroot /newroot /bin/sh /tmp/share/run.sh > /share/guest.log 2>&1
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+  /bin/chroot /newroot /bin/sh /tmp/share/run.sh > /share/guest.log 2>&1
 echo $? > /share/exit-code
 sync
 echo "init: done"
