@@ -51,6 +51,7 @@ _FIRMWARE_REF: Final = 0x02
 _STOP: Final = object()
 # Messages held while the reader is being identified.
 EARLY_MESSAGE_LIMIT: Final = 256  # wakes the writer
+_READ_EXIT_GRACE: Final = 2.0  # seconds beyond ``read_timeout`` to wait for the read thread
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +150,12 @@ class ReaderSession:
         self.read_heartbeat = time.monotonic()
         self.write_heartbeat = time.monotonic()
         self._threads: list[threading.Thread] = []
+        # hidapi frees the device in ``hid_close``: closing while the read thread sits in
+        # ``hid_read_timeout`` is a use-after-free. The handle is closed by whichever of
+        # ``_shutdown`` and the read thread comes last, decided under this lock.
+        self._transport_lock = threading.Lock()
+        self._reading = False
+        self._close_pending = False
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -175,9 +182,11 @@ class ReaderSession:
         try:
             self.transport.open()
             reader = threading.Thread(
-                target=self._read_loop, name=f"hid-read[{self.info.path}]", daemon=True
+                target=self._read_thread, name=f"hid-read[{self.info.path}]", daemon=True
             )
             self._threads.append(reader)
+            with self._transport_lock:
+                self._reading = True
             reader.start()
             self.identity = self._identify()
             if self._before_connect is not None:
@@ -207,13 +216,37 @@ class ReaderSession:
         if self.identity is not None:
             self._metrics.reader_connected.labels(self.identity.serial).set(0)
             self._notify("reader_disconnected")
-        self.transport.close()
+        self._close_transport()
         for event in self._reassembler.reset():
             if isinstance(event, FrameDropped):
                 self._metrics.framing_error(event.reason.value)
         self._log.info("reader_closed", reason="unplugged" if self.gone.is_set() else "stopped",
                        root=self.topics.root if self.topics else None)
         self.finished.set()
+
+    def _close_transport(self) -> None:
+        """Close the handle once no thread is inside ``read_report``, never during a read."""
+        readers = [t for t in self._threads if t.name.startswith("hid-read[")]
+        for reader in readers:
+            # A read returns within ``read_timeout``; the margin covers a loaded machine.
+            reader.join(self.options.read_timeout + _READ_EXIT_GRACE)
+        with self._transport_lock:
+            if self._reading:
+                # Still inside a read: the read thread closes the handle when it leaves.
+                self._close_pending = True
+                self._log.warning("reader_read_slow_to_stop")
+                return
+        self.transport.close()
+
+    def _read_thread(self) -> None:
+        try:
+            self._read_loop()
+        finally:
+            with self._transport_lock:
+                self._reading = False
+                close = self._close_pending
+            if close:
+                self.transport.close()
 
     # -- identification -----------------------------------------------------------------------
 
