@@ -138,7 +138,13 @@ def ensure_kernel(cache: Path = CACHE) -> Kernel:
     with tempfile.TemporaryDirectory(dir=cache) as scratch:
         work = Path(scratch)
         os.chmod(work, 0o755)  # apt's _apt user writes the download here when it can
-        _run(["apt-get", "download", "-q", package], cwd=work)
+        try:
+            _run(["apt-get", "download", "-q", package], cwd=work)
+        except VmError:
+            _run(["apt-get", "update", "-qq"])  # stale package lists name a removed version
+            package = _kernel_package()
+            target = cache / package
+            _run(["apt-get", "download", "-q", package], cwd=work)
         debs = list(work.glob("*.deb"))
         if len(debs) != 1:
             raise VmError(f"apt-get download {package} gave {debs}")
