@@ -38,6 +38,7 @@ from bridge.transport.hidraw_nodes import scan_hidraw
 
 REPO: Final = Path(__file__).resolve().parents[2]
 BRIDGE: Final = Path(sys.executable).parent / "magtek-bridge"
+UHID_CLI: Final = Path(sys.executable).parent / "magtek-bridge-uhid"
 RULE_FILE: Final = REPO / "systemd" / "70-magtek-mms.rules"
 WORK: Final = Path("/tmp/kernel-scenario")
 PORT: Final = 1883
@@ -153,6 +154,7 @@ class Scenario:
         self.virtual: dict[str, VirtualReader] = {}
         self.bridge: subprocess.Popen[bytes] | None = None
         self.bridge_log: Path | None = None
+        self.uhid_cli: subprocess.Popen[bytes] | None = None
 
     # -- bookkeeping ---------------------------------------------------------------------
 
@@ -326,7 +328,10 @@ def run(results: Path) -> None:
 
         def two_readers() -> None:
             mark = w.mark()
-            s.plug("B654321", 0x2020)
+            # The second reader comes from the command-line tool, in a process of its own.
+            s.uhid_cli = subprocess.Popen(
+                [str(UHID_CLI), "--serial", "B654321", "--product-id", "0x2020"],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             b_up = w.wait(mark, status_is(ROOT_B, b"connected"))
             answers = {}
             for root, serial in ((ROOT_A, "B123456"), (ROOT_B, "B654321")):
@@ -423,10 +428,27 @@ def run(results: Path) -> None:
                      f"rule GROUP={group.group(1)} MODE={mode.group(1)} applied to {applied}; "
                      f"A connected={up_a is not None} B connected={up_b is not None}")
         s.check("non_root_opens_after_udev_rule", least_privilege)
+
+        def uhid_cli_stops() -> None:
+            cli = s.uhid_cli
+            assert cli is not None and cli.stdout is not None
+            mark = w.mark()
+            cli.send_signal(signal.SIGTERM)
+            code = cli.wait(30)
+            output = cli.stdout.read().decode(errors="replace")
+            gone = w.wait(mark, status_is(ROOT_B, b"disconnected"))
+            s.uhid_cli = None
+            s.record("uhid_cli_unplugs_on_sigterm", code == 0 and gone is not None
+                     and "created DynaFlex II serial=B654321 vid:pid=0801:2020" in output,
+                     f"exit {code}, output {output!r}, B disconnected={gone is not None}")
+        s.check("uhid_cli_unplugs_on_sigterm", uhid_cli_stops)
         s.stop_bridge()
     finally:
         for serial in list(s.virtual):
             s.unplug(serial)
+        if s.uhid_cli is not None:
+            s.uhid_cli.kill()
+            s.uhid_cli.wait(10)
         s.stop_bridge()
         if watch is not None:
             watch.close()

@@ -30,6 +30,7 @@ CHECKS = [
     "devices_explains_permission",
     "non_root_denied_with_hint",
     "non_root_opens_after_udev_rule",
+    "uhid_cli_unplugs_on_sigterm",
 ]
 
 
