@@ -24,7 +24,7 @@ def _hidapi_version() -> str:
 
 def list_devices(api: HidApi, out: TextIO, *, as_json: bool = False) -> int:
     """Print what the hid backend sees; 0 when it could enumerate at all."""
-    backend = HidBackend(api)
+    backend = HidBackend(api, warn_unlisted=False)  # diagnose() reports those, on stdout
     found = backend.enumerate()
     problems = backend.diagnose(found)
     unusable = {p.node.devnode for p in problems}

@@ -159,8 +159,9 @@ class HidBackend:
 
     name = "hid"
 
-    def __init__(self, api: HidApi = "auto") -> None:
+    def __init__(self, api: HidApi = "auto", *, warn_unlisted: bool = True) -> None:
         self.api = resolve_api(api)
+        self._warn = warn_unlisted
         self._warned: set[str] = set()
         self._warned_lock = threading.Lock()
 
@@ -171,7 +172,7 @@ class HidBackend:
         except OSError as exc:
             raise TransportError(f"hid enumeration failed: {exc}") from exc
         found = self._readers(entries)
-        if self.api != "native":
+        if self.api != "native" and self._warn:
             self._warn_unlisted(found)
         return found
 
@@ -231,8 +232,8 @@ class HidBackend:
             problem = probe(node)
             if problem is not None:
                 problems.append(problem)
-            elif self.api == "hidraw" and node.devnode not in listed:
-                problems.append(NodeProblem(node, "error", "hidapi did not list it"))
+            elif node.devnode not in listed and (self.api == "hidraw" or not found):
+                problems.append(NodeProblem(node, "unlisted", self._unlisted_reason(node)))
         return problems
 
     def open(self, info: DeviceInfo) -> HidTransport:

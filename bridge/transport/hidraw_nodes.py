@@ -32,7 +32,7 @@ PERMISSION_HINT: Final = (
     f"'{SERVICE_GROUP}'"
 )
 
-ProblemKind = Literal["permission", "busy", "missing", "error"]
+ProblemKind = Literal["permission", "busy", "missing", "unlisted", "error"]
 
 
 @dataclass(frozen=True, slots=True)

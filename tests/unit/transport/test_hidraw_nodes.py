@@ -148,3 +148,12 @@ def test_service_warns_once_about_a_node_hidapi_cannot_list(monkeypatch, sysfs):
                                              str(sysfs / "nodev" / "hidraw10")]
     assert "libusb backend does not see it" in str(warnings[0]["reason"])
     assert "does not exist" in str(warnings[0]["reason"])  # probing the node failed too
+
+
+def test_diagnose_names_nodes_libusb_cannot_see(monkeypatch, sysfs):
+    monkeypatch.setattr(hid_transport, "scan_hidraw", lambda: scan_hidraw(sysfs=sysfs))
+    monkeypatch.setattr(hid_transport, "probe", lambda node: None)  # openable
+    problems = HidBackend("libusb", warn_unlisted=False).diagnose([])
+    assert [(p.node.devnode, p.kind) for p in problems] == [
+        ("/dev/hidraw2", "unlisted"), ("/dev/hidraw10", "unlisted")]
+    assert "hid_api = 'auto'" in problems[0].detail
