@@ -218,11 +218,12 @@ class Scenario:
     def log_text(self) -> str:
         return self.bridge_log.read_text(errors="replace") if self.bridge_log else ""
 
-    def devices(self, user: tuple[str, int] | None = None) -> dict[str, Any]:
+    def devices(self, user: tuple[str, int] | None = None, *options: str) -> dict[str, Any]:
         extra: dict[str, Any] = {}
         if user is not None:
             extra = {"user": user[1], "group": user[1], "extra_groups": []}
-        out = subprocess.run([str(BRIDGE), "devices", "--json"], capture_output=True, text=True,
+        out = subprocess.run([str(BRIDGE), "devices", "--json", *options], capture_output=True,
+                             text=True,
                              timeout=120, check=False, cwd="/tmp",
                              env={**os.environ, "HOME": "/tmp"}, **extra)
         if out.returncode != 0:
@@ -265,6 +266,14 @@ def run(results: Path) -> None:
                   and readers[0]["product"] == "DynaFlex II Go"
                   and readers[0]["usb_serial"] == "B123456" and not found["not_usable"])
             s.record("devices_lists_reader", ok, json.dumps(found))
+            # The wheel's libusb module cannot see a reader the kernel's HID driver holds (nor
+            # this one, with no USB parent): devices says so instead of "none found".
+            libusb = s.devices(None, "--hid-api", "libusb")
+            s.record("devices_libusb_explains", libusb["backend"] == "libusb"
+                     and not libusb["readers"]
+                     and [u["reason"] for u in libusb["not_usable"]] == ["unlisted"]
+                     and "hid_api = 'auto'" in libusb["not_usable"][0]["detail"],
+                     json.dumps(libusb))
         s.check("devices_lists_reader", devices_as_root)
 
         mark = w.mark()

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.kernel
 
 CHECKS = [
     "devices_lists_reader",
+    "devices_libusb_explains",
     "connected_at_root",
     "send_command_round_trip",
     "card_transaction_multi_report",
@@ -43,7 +44,9 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     try:
         run = run_vm(script, share, readable=[python.resolve(), python, REPO])
     except VmError as exc:
-        pytest.fail(f"the VM did not run: {exc}", pytrace=False)
+        partial = share / "results.json"
+        pytest.fail(f"the VM did not run to the end: {exc}\npartial results: "
+                    f"{partial.read_text() if partial.exists() else 'none'}", pytrace=False)
     results = share / "results.json"
     if not results.exists():
         pytest.fail(f"the guest scenario wrote no results (exit {run.exit_code}).\n"
