@@ -197,7 +197,6 @@ class VirtualReader:
         self.opened = threading.Event()
         self.started = threading.Event()
         self._fd = fd
-        self._generation = reader.generation
         self._stop_read, self._wake = os.pipe()
         self._stop = threading.Event()
         self._write_lock = threading.Lock()
@@ -276,7 +275,7 @@ class VirtualReader:
             self.reports_out += 1
             # An unplugged simulated reader ignores the host.
             with contextlib.suppress(DeviceGoneError):
-                self.reader.handle_host_report(report, self._generation)
+                self.reader.handle_host_report(report)
         elif event.type == UHID_GET_REPORT:
             self._write(encode_get_report_reply(event.request_id, _EIO))  # no feature reports
         elif event.type == UHID_SET_REPORT:
@@ -287,7 +286,7 @@ class VirtualReader:
             if not self.opened.wait(0.1):
                 continue
             try:
-                report = self.reader.next_device_report(0.1, self._generation)
+                report = self.reader.next_device_report(0.1)
             except DeviceGoneError:
                 return
             if report is not None and not self._stop.is_set():
