@@ -68,7 +68,7 @@ def _hid_module(api: str = "native") -> Any:
     try:
         # Imported lazily so the simulator runs without libhidapi.
         if name == "hidraw":
-            import hidraw as module  # type: ignore[import-not-found]  # noqa: PLC0415
+            import hidraw as module  # noqa: PLC0415
         else:
             import hid as module  # noqa: PLC0415
     except ImportError as exc:
