@@ -124,7 +124,7 @@ def make_backend(settings: Settings) -> Backend:
         return get_backend("simulated", count=max(1, r.simulate),
                            stream_rate=r.simulate_stream_rate, auto_present=card,
                            present_delay=r.simulate_present_delay)
-    return get_backend(settings.readers.backend)
+    return get_backend("hid", api=r.hid_api)
 
 
 class BridgeApp:
@@ -370,7 +370,8 @@ class BridgeApp:
     def start(self) -> None:
         _log.info("bridge_starting", version=__version__, host_id=self.settings.topics.host_id,
                   broker=f"{self.settings.mqtt.host}:{self.settings.mqtt.port}",
-                  backend=getattr(self.backend, "name", "?"))
+                  backend=getattr(self.backend, "name", "?"),
+                  hid_api=getattr(self.backend, "api", None))
         for setting, why in insecure_settings(self.settings):
             _log.warning("insecure_setting", setting=setting, detail=why)
         if self.websocket is not None:

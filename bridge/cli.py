@@ -48,7 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("hex", nargs="+", help="the message as hex (spaces allowed)")
     decode.add_argument("--json", action="store_true", help="machine-readable output")
 
-    devices = sub.add_parser("devices", help="list attached MagTek MMS readers (hidapi)")
+    devices = sub.add_parser("devices", help="list attached MagTek MMS readers (hidapi), "
+                                             "and hidraw nodes it cannot open, with why")
+    _add_config_args(devices)
+    devices.add_argument("--hid-api", choices=["auto", "hidraw", "libusb"],
+                         help="hidapi module (overrides readers.hid_api)")
     devices.add_argument("--json", action="store_true")
 
     send = sub.add_parser("send", help="send a command to a reader through the broker")
@@ -132,23 +136,10 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
-    from bridge.transport import get_backend  # noqa: PLC0415
+    from bridge.devices import list_devices  # noqa: PLC0415
 
-    found = get_backend("hid").enumerate()
-    if args.json:
-        print(json.dumps([
-            {"path": d.path, "vendor_id": f"0x{d.vendor_id:04X}",
-             "product_id": f"0x{d.product_id:04X}", "product": d.product,
-             "usb_serial": d.usb_serial} for d in found
-        ], indent=2))
-    elif not found:
-        print("No MagTek MMS readers found (vendor 0x0801). Check the USB cable, and that the "
-              "udev rule systemd/70-magtek-mms.rules is installed.")
-    else:
-        for d in found:
-            print(f"{d.path}  {d.vendor_id:04X}:{d.product_id:04X}  {d.product}  "
-                  f"usb-serial={d.usb_serial or '-'}")
-    return 0
+    settings = _settings(args)
+    return list_devices(args.hid_api or settings.readers.hid_api, sys.stdout, as_json=args.json)
 
 
 def _cmd_send(args: argparse.Namespace) -> int:

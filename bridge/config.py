@@ -119,6 +119,8 @@ class TopicsSettings(_Section):
 
 class ReadersSettings(_Section):
     backend: Literal["hid", "simulated"] = "hid"
+    # Which hidapi module: "auto" = hidraw on Linux, native elsewhere (bridge.transport.hid).
+    hid_api: Literal["auto", "hidraw", "libusb"] = "auto"
     simulate: int = Field(default=0, ge=0, le=64)
     simulate_stream_rate: float = Field(default=0.0, ge=0, le=1_000_000)
     # Simulated readers: the card they present once a transaction waits (the preference when
