@@ -166,7 +166,7 @@ def run_simulated(ctx: Ctx, command: ReadmeCommand) -> None:
             return sum(v == b"connected" for v in statuses.values()) == count
         assert wait_until(all_connected, RUN_TIMEOUT, 0.1), (statuses, proc.stderr)
         assert wait_until(lambda: _get(port, "/readyz")[0] == 200, RUN_TIMEOUT, 0.2)
-        status, body = _get(port, "/readyz")
+        _status, body = _get(port, "/readyz")
         assert body["state"] == "ready" and len(body["readers"]) == count
         assert proc.stop() == 0, proc.stderr
     for message in probe.drain():
@@ -377,3 +377,20 @@ def test_readme_demo_script():
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-2000:])
     assert "done: the whole transaction flowed through MQTT" in result.stdout
     assert "4761730000000119" not in result.stdout + result.stderr
+
+
+def test_parser_and_unknown_commands(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("text `magtek-bridge inline` is prose\n"
+                      "```sh\n$ magtek-bridge send auto get_serial   # comment\n\n"
+                      "magtek-bridge frobnicate --now \\\n   --really\n./scripts/other\n```\n"
+                      "```toml\nmagtek-bridge = 'not a command'\n```\n")
+    parsed = shell_commands(readme)
+    assert [(c.line, c.argv) for c in parsed] == [
+        (3, ("magtek-bridge", "send", "auto", "get_serial")),
+        (5, ("magtek-bridge", "frobnicate", "--now", "--really")),
+        (7, ("./scripts/other",)),
+    ]
+    assert find_case(parsed[0]) is send
+    assert find_case(parsed[1]) is None  # test_readme_command fails such a README line
+    assert parsed[2].text not in SHELL_COMMANDS
