@@ -17,9 +17,11 @@ from bridge.errors import BridgeError, ConfigError, ProtocolError
 from bridge.mppg.cli import add_payreq_parser
 from bridge.opscli import (
     add_config_parser,
+    add_health_parser,
     add_monitor_parser,
     add_send_parser,
     cmd_config,
+    cmd_health,
     cmd_monitor,
     cmd_send,
     warn_unknown_env,
@@ -69,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_send_parser(sub, _add_config_args, _add_broker_args)
     add_monitor_parser(sub, _add_config_args, _add_broker_args)
     add_config_parser(sub)
+    add_health_parser(sub, _add_config_args)
 
     add_payreq_parser(sub, _add_config_args)
 
@@ -164,6 +167,7 @@ _COMMANDS = {
     "send": lambda args: cmd_send(args, _settings(args)),
     "monitor": lambda args: cmd_monitor(args, _settings(args)),
     "config": cmd_config,
+    "health": lambda args: cmd_health(args, _settings(args)),
     "demo": _cmd_demo,
     "payreq": _cmd_payreq,
 }

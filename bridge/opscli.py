@@ -97,6 +97,46 @@ def add_config_parser(sub: Any) -> None:
                        help="print problems only (for scripts: the exit code says it)")
 
 
+def add_health_parser(sub: Any, add_config_args: AddArgs) -> None:
+    health = sub.add_parser(
+        "health", help="ask a running bridge's /healthz; exit 0 when healthy (HEALTHCHECK)",
+        description="GET /healthz (or /readyz with --ready) of the bridge on this host, at "
+                    "the [metrics] address and port of the same configuration 'run' reads "
+                    "(file and MAGTEK_BRIDGE_* variables). Prints the answer; exit 0 when it "
+                    "is 200, 1 otherwise, 2 when the configuration has no metrics endpoint.")
+    add_config_args(health)
+    health.add_argument("--ready", action="store_true",
+                        help="ask /readyz (MQTT connected and readers open) instead")
+    health.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS",
+                        help="how long to wait for the answer (default: 3)")
+
+
+def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    metrics = settings.metrics
+    if not metrics.enabled:
+        print("error: metrics.enabled is false: the bridge serves no /healthz", file=sys.stderr)
+        return EXIT_USAGE
+    # A wildcard listen address is reached on loopback.
+    wildcards = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}  # noqa: S104
+    host = wildcards.get(metrics.address, metrics.address)
+    host = f"[{host}]" if ":" in host else host
+    url = f"http://{host}:{metrics.port}/{'readyz' if args.ready else 'healthz'}"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as answer:
+            print(answer.read().decode(errors="replace").strip())
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(exc.read().decode(errors="replace").strip())
+        return 1
+    except OSError as exc:
+        print(f"error: no answer from {url} (metrics.port): {getattr(exc, 'reason', exc)}",
+              file=sys.stderr)
+        return 1
+
+
 def _tool_logging(args: argparse.Namespace, settings: Settings) -> None:
     from bridge.logs import configure_logging  # noqa: PLC0415
 
@@ -156,9 +196,11 @@ def warn_unknown_env(environ: Mapping[str, str] | None = None) -> None:
 
 __all__ = [
     "add_config_parser",
+    "add_health_parser",
     "add_monitor_parser",
     "add_send_parser",
     "cmd_config",
+    "cmd_health",
     "cmd_monitor",
     "cmd_send",
     "warn_unknown_env",
