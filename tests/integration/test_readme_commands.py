@@ -268,6 +268,20 @@ def config_check(ctx: Ctx, command: ReadmeCommand) -> None:
     assert "MAGTEK_BRIDGE_MQTT_PORT" in typo.stderr and "MAGTEK_BRIDGE_MQTT__PORT" in typo.stderr
 
 
+@case("health")
+def health(ctx: Ctx, command: ReadmeCommand) -> None:
+    port = free_port()
+    env = {"MAGTEK_BRIDGE_METRICS__PORT": str(port)}
+    with running_bridge(ctx.broker, metrics={"enabled": True, "port": port}) as (app, _bus):
+        assert wait_until(lambda: app.readiness()[0], RUN_TIMEOUT, 0.1), app.readiness()
+        result = ctx.run(command.argv, env=env)
+        assert result.returncode == 0, (result.stdout, result.stderr)
+        assert json.loads(result.stdout)["status"] == "ok"
+    # Nothing listening there any more: unhealthy, and it says which port it asked.
+    down = ctx.run(command.argv, env=env)
+    assert down.returncode == 1 and f":{port}/" in down.stderr and "metrics.port" in down.stderr
+
+
 @contextmanager
 def _mppg(ctx: Ctx) -> Iterator[FakeMppg]:
     with FakeMppg() as fake:
