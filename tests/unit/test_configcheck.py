@@ -102,3 +102,21 @@ def test_send_keeps_its_subcommand_and_its_command_apart():
     assert (args.command, args.root, args.mms_command) == ("send", "auto", "get_serial")
     args = build_parser().parse_args(["send", "auto", "run"])
     assert args.command == "send" and args.mms_command == "run"
+
+
+def test_send_refuses_an_unknown_name_before_connecting(capsys):
+    from bridge.cli import main  # noqa: PLC0415
+
+    # Port 1 has no broker: reaching it would be exit 1; a usage error is 2 and lists names.
+    assert main(["send", "--port", "1", "auto", "get_serail"]) == 2
+    err = capsys.readouterr().err
+    assert "get_serail" in err and "get_serial" in err and "start_emv" in err
+
+
+def test_version(capsys):
+    from bridge import __version__  # noqa: PLC0415
+
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"magtek-bridge {__version__}"
