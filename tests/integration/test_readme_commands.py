@@ -221,9 +221,7 @@ def send(ctx: Ctx, command: ReadmeCommand) -> None:
     with running_bridge(ctx.broker, bus=bus):
         ctx.probe_factory(f"{ROOT}/Status").expect_retained(f"{ROOT}/Status", b"connected",
                                                             timeout=RUN_TIMEOUT)
-        started = time.monotonic()
         result = ctx.run(command.argv)
-        took = time.monotonic() - started
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert result.stderr == "", result.stderr  # no log lines without -v
     name = command.argv[3]
@@ -231,9 +229,7 @@ def send(ctx: Ctx, command: ReadmeCommand) -> None:
         assert "D101" in result.stdout.upper() and "B123456" in result.stdout.upper()
     if "--follow" in command.argv:
         # The tapped card's notifications arrive after the response: printed, card data masked.
-        follow = float(command.argv[command.argv.index("--follow") + 1])
-        assert took >= follow
-        assert result.stdout.count("\n") > 1, result.stdout
+        assert "Transaction Information Update" in result.stdout, result.stdout
         assert "4761730000000119" not in result.stdout
 
 
