@@ -4,11 +4,13 @@ pip resolves the project's dependencies (read from pyproject.toml, so this canno
 another platform with ``--dry-run --only-binary=:all: --platform ...``, against PyPI itself
 (this needs the network, as ``scripts/install.sh`` does on a Pi; local pip configuration and
 mirrors are ignored with ``--isolated``):
-- aarch64 (64-bit Raspberry Pi OS, Debian 12's Python 3.11; Ubuntu 24.04's 3.12): every
-  dependency, hidapi included, comes as a wheel: nothing is compiled on the Pi.
-- armv7l (32-bit Raspberry Pi OS, Python 3.11): everything but hidapi comes as a wheel; hidapi
-  has no armv7l wheel on PyPI, only an sdist, which pip builds there: that is why install.sh
-  installs a compiler, libusb-1.0-0-dev, libudev-dev and python3-dev on armv7l.
+- aarch64 (64-bit Raspberry Pi OS / Debian 12: Python 3.11, glibc 2.36; Ubuntu 24.04: Python
+  3.12, glibc 2.39): every dependency, hidapi included, comes as a wheel: nothing is compiled.
+- armv7l (32-bit Raspberry Pi OS, Python 3.11, glibc 2.36): everything but hidapi comes as a
+  wheel; hidapi has no armv7l wheel on PyPI, only an sdist, which pip builds there: that is
+  why install.sh installs a compiler, libusb-1.0-0-dev, libudev-dev and python3-dev on armv7l.
+  (That package list was enough to build hidapi's sdist, both its hid and hidraw modules, in a
+  clean Debian 12 container; see the README.)
 """
 
 from __future__ import annotations
@@ -29,6 +31,14 @@ from tests.integration.harness import REPO
 pytestmark = pytest.mark.integration
 
 INDEX = "https://pypi.org/simple"
+BOOKWORM_GLIBC = 36  # Debian 12 and Raspberry Pi OS bookworm: glibc 2.36
+
+
+def platforms(arch: str, glibc_minor: int) -> list[str]:
+    """The wheel platform tags pip accepts on a glibc 2.<minor> system of ``arch`` (pip's
+    --platform takes them literally: the older manylinux levels must be listed too)."""
+    return [*(f"manylinux_2_{v}_{arch}" for v in range(17, glibc_minor + 1)),
+            f"manylinux2014_{arch}", f"linux_{arch}"]
 BUILT_ON_ARMV7L = {"hidapi"}
 
 
@@ -72,9 +82,9 @@ def _network_problem(result: subprocess.CompletedProcess[str]) -> bool:
                           r"Max retries exceeded|timed out", result.stderr))
 
 
-@pytest.mark.parametrize("python", ["3.11", "3.12"])
-def test_aarch64_gets_every_dependency_as_a_wheel(python, tmp_path):
-    result, files = _resolve(_dependencies(), ["manylinux2014_aarch64"], python, tmp_path)
+@pytest.mark.parametrize(("python", "glibc"), [("3.11", BOOKWORM_GLIBC), ("3.12", 39)])
+def test_aarch64_gets_every_dependency_as_a_wheel(python, glibc, tmp_path):
+    result, files = _resolve(_dependencies(), platforms("aarch64", glibc), python, tmp_path)
     assert not _network_problem(result), f"PyPI unreachable (needs the network):\n{result.stderr}"
     assert result.returncode == 0, result.stderr
     wanted = {_name(r) for r in _dependencies()}
@@ -84,16 +94,16 @@ def test_aarch64_gets_every_dependency_as_a_wheel(python, tmp_path):
 
 
 def test_armv7l_builds_only_hidapi(tmp_path):
-    platforms = ["manylinux2014_armv7l", "linux_armv7l"]
+    armv7l = platforms("armv7l", BOOKWORM_GLIBC)
     others = [r for r in _dependencies() if _name(r) not in BUILT_ON_ARMV7L]
-    result, files = _resolve(others, platforms, "3.11", tmp_path)
+    result, files = _resolve(others, armv7l, "3.11", tmp_path)
     assert not _network_problem(result), f"PyPI unreachable (needs the network):\n{result.stderr}"
     assert result.returncode == 0, result.stderr
     assert {_name(r) for r in others} <= set(files)
     assert all(f.endswith(".whl") for f in files.values()), files
 
     for requirement in (r for r in _dependencies() if _name(r) in BUILT_ON_ARMV7L):
-        result, _ = _resolve([requirement], platforms, "3.11", tmp_path)
+        result, _ = _resolve([requirement], armv7l, "3.11", tmp_path)
         assert not _network_problem(result), result.stderr
         assert result.returncode != 0 and "No matching distribution" in result.stderr, (
             f"{requirement} now resolves to an armv7l wheel: install.sh's build packages "
