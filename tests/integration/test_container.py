@@ -109,7 +109,7 @@ def container(image: str, broker) -> Iterator[tuple[str, int]]:
 
 def test_image_runs_the_bridge_and_passes_its_healthcheck(container, probe_factory):
     name, port = container
-    probe = probe_factory(f"{ROOT}/Status", "MagTek/Bridge/container/Status")
+    probe = probe_factory(f"{ROOT}/Status")
     try:
         probe.expect_retained(f"{ROOT}/Status", b"connected", timeout=120)
     except AssertionError:

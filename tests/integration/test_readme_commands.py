@@ -188,12 +188,12 @@ def run_with_real_readers(ctx: Ctx, command: ReadmeCommand) -> None:
            "MAGTEK_BRIDGE_LOGGING__FORMAT": "json",
            "MAGTEK_BRIDGE_MQTT__HOST": ctx.broker.host,
            "MAGTEK_BRIDGE_MQTT__PORT": str(ctx.broker.port)}
-    probe = ctx.probe_factory("MagTek/Bridge/+/Status")
     with ctx.start(argv, env=env) as proc:
-        probe.wait_for(lambda m: m.payload == b"online", timeout=RUN_TIMEOUT)
         assert proc.wait_output('"no_reader_attached"', RUN_TIMEOUT), proc.stderr
-        status, body = _get(port, "/readyz")
-        assert status == 503 and body["state"] == "no_readers", body
+        # "no_readers" (not "not_ready") also says the broker connection is up.
+        assert wait_until(lambda: _get(port, "/readyz")[1].get("state") == "no_readers",
+                          RUN_TIMEOUT, 0.2), _get(port, "/readyz")
+        assert _get(port, "/readyz")[0] == 503
         assert _get(port, "/healthz")[0] == 200
         assert proc.stop() == 0, proc.stderr
     assert "Traceback" not in proc.stderr
