@@ -26,9 +26,9 @@ class ReadmeCommand:
     text: str  # as written, comment removed
     argv: tuple[str, ...]
 
-    @property
-    def is_bridge_cli(self) -> bool:
-        return bool(self.argv) and self.argv[0] == "magtek-bridge"
+    def runs_script(self, scripts: frozenset[str] | set[str]) -> bool:
+        """Does it start with one of the project's installed scripts?"""
+        return bool(self.argv) and self.argv[0] in scripts
 
     def __str__(self) -> str:
         return f"README.md:{self.line}: {self.text}"
@@ -61,7 +61,10 @@ def shell_commands(readme: Path) -> list[ReadmeCommand]:
             continue
         text = " ".join([*pending, _COMMENT.sub("", line)]).strip()
         pending = []
-        commands.append(ReadmeCommand(start, text, tuple(shlex.split(text))))
+        argv = tuple(shlex.split(text))
+        if argv[:1] == ("sudo",):
+            argv = argv[1:]
+        commands.append(ReadmeCommand(start, text, argv))
     return commands
 
 
