@@ -86,7 +86,11 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> str:
     if HOST_CA.exists():  # pip inside the build trusts what this host trusts (TLS proxies)
         build += ["-v", f"{HOST_CA}:/run/host-ca.crt:ro", "--build-arg",
                   "PIP_CERT=/run/host-ca.crt"]
+    before = _podman("image", "inspect", "--format", "{{.Id}}", IMAGE, check=False).stdout.strip()
     _podman(*build, str(REPO), timeout=1800)
+    after = _podman("image", "inspect", "--format", "{{.Id}}", IMAGE).stdout.strip()
+    if before and before != after:  # the previous build of this tag, now untagged
+        _podman("rmi", before, check=False)
     return IMAGE
 
 
