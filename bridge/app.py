@@ -24,6 +24,7 @@ import structlog
 from bridge import __version__
 from bridge.config import Settings, insecure_settings, plaintext_password
 from bridge.courier import Courier, CourierOptions
+from bridge.errors import ConfigError
 from bridge.ghosts import GhostSweeper, RootMemory, memory_file
 from bridge.http import OpsServer, raise_open_file_limit
 from bridge.intake import Rejection, clears_retained_command
@@ -54,6 +55,9 @@ STUCK_AFTER: Final = 5.0
 
 # How long a clean stop waits for the outboxes to empty through the bridge's session.
 DRAIN_TIMEOUT: Final = 2.0
+
+# After the first "no_reader_attached" warning, repeat it this often while it lasts.
+ABSENT_REPEAT: Final = 600.0
 
 ONLINE: Final = b"online"
 OFFLINE: Final = b"offline"
@@ -187,14 +191,27 @@ class BridgeApp:
         self.courier.set_fallback(self.link)
         self.ops: OpsServer | None = None
         if settings.metrics.enabled:
-            self.ops = OpsServer(self.metrics, liveness=self.liveness, readiness=self.readiness,
-                                 address=settings.metrics.address, port=settings.metrics.port,
-                                 max_connections=settings.metrics.max_connections,
-                                 request_timeout=settings.metrics.request_timeout)
+            self.ops = self._ops_server(settings)
         self._stopped = False
+        self._absent_since: float | None = time.monotonic()
+        self._absent_logged_at: float | None = None
         # Refusals for absent readers, coalesced per reader root (only roots we served).
         self._absent_errors: dict[str, RefusalReporter] = {}
         self._absent_lock = threading.Lock()
+
+    def _ops_server(self, settings: Settings) -> OpsServer:
+        address, port = settings.metrics.address, settings.metrics.port
+        try:
+            return OpsServer(self.metrics, liveness=self.liveness, readiness=self.readiness,
+                             address=address, port=port,
+                             max_connections=settings.metrics.max_connections,
+                             request_timeout=settings.metrics.request_timeout)
+        except OSError as exc:
+            raise ConfigError(
+                f"metrics.port: cannot listen on {address}:{port} for /metrics, /healthz and "
+                f"/readyz: {exc.strerror or exc} (another magtek-bridge running? choose another "
+                "port with [metrics] port or MAGTEK_BRIDGE_METRICS__PORT, or disable it with "
+                "[metrics] enabled = false)") from exc
 
     def _open_spool(self, settings: Settings) -> Spool | None:
         path = settings.outbox.spool_file(os.environ)
@@ -285,11 +302,41 @@ class BridgeApp:
         missing = sorted(set(self.settings.readers.expected) - set(open_serials))
         if missing:
             reasons.append(f"expected readers not open: {', '.join(missing)}")
-        details: dict[str, object] = {"reasons": reasons, "readers": sorted(open_serials)}
+        # A bridge without a reader serves no till: not ready, and said so apart from the
+        # broker ("state"), so an alert can tell a cable from a network problem.
+        if not open_serials and not missing:
+            reasons.append("no readers: no MagTek reader is open (see 'magtek-bridge devices')")
+        state = "ready" if not reasons else (
+            "no_readers" if not open_serials and self.link.connected.is_set() else "not_ready")
+        details: dict[str, object] = {"state": state, "reasons": reasons,
+                                      "readers": sorted(open_serials)}
         if self.spool is not None:
             # Degraded, not unready: the in-memory outbox still delivers.
             details["spool"] = "ok" if self.spool.ok else f"off: {self.spool.failure}"
         return (not reasons), details
+
+    def check_readers(self, now: float | None = None) -> None:
+        """Warn when no reader has been open for ``readers.absent_warning`` seconds, then
+        every ``ABSENT_REPEAT`` seconds while it lasts: otherwise a service with its reader
+        unplugged, or hidden by permissions, looks healthy in the journal."""
+        grace = self.settings.readers.absent_warning
+        now = time.monotonic() if now is None else now
+        if any(s.identity is not None and s.alive for s in self.supervisor.sessions()):
+            if self._absent_logged_at is not None:
+                _log.info("reader_attached_again")
+            self._absent_since = self._absent_logged_at = None
+            return
+        if self._absent_since is None:
+            self._absent_since = now
+        if grace <= 0 or now - self._absent_since < grace:
+            return
+        if self._absent_logged_at is None or now - self._absent_logged_at >= ABSENT_REPEAT:
+            self._absent_logged_at = now
+            _log.warning(
+                "no_reader_attached", seconds=round(now - self._absent_since),
+                backend=getattr(self.backend, "name", "?"),
+                hint="check the USB cable; 'magtek-bridge devices' lists what this host sees; "
+                     "the udev rule 70-magtek-mms.rules gives the hidraw node to group magtek")
 
     def _info_publication(self) -> Publication:
         roots = self.supervisor.connected_roots()
@@ -428,6 +475,7 @@ class BridgeApp:
         notifier.notify("READY=1", "STATUS=bridging readers to MQTT")
         try:
             while not stop.wait(tick):
+                self.check_readers()
                 if interval:
                     alive, details = self.liveness()
                     if alive:

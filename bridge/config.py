@@ -26,6 +26,7 @@ from pydantic_settings import (
     InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from bridge.errors import ConfigError
@@ -138,6 +139,8 @@ class ReadersSettings(_Section):
     command_rate: float = Field(default=50.0, gt=0, le=100_000)
     command_burst: int = Field(default=100, ge=1, le=100_000)
     error_interval: float = Field(default=1.0, gt=0, le=3600)
+    # No reader open for this long: a warning (then every few minutes); 0 = never.
+    absent_warning: float = Field(default=30.0, ge=0)
 
 
 class OutboxSettings(_Section):
@@ -341,6 +344,61 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
 
 
+def config_file_path(config_path: str | os.PathLike[str] | None,
+                     environ: Mapping[str, str]) -> tuple[Path, bool]:
+    """The file to read, and whether it was named (``--config`` or ``$MAGTEK_BRIDGE_CONFIG``:
+    then it must exist) rather than the default (which may be missing)."""
+    explicit = config_path if config_path is not None else environ.get(CONFIG_ENV)
+    return (Path(explicit), True) if explicit else (DEFAULT_CONFIG_PATH, False)
+
+
+def read_config_file(config_path: str | os.PathLike[str] | None,
+                     environ: Mapping[str, str]) -> tuple[Path, dict[str, Any]]:
+    """The config file's path and its TOML tables ({} for a missing default file)."""
+    path, explicit = config_file_path(config_path, environ)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory, not a file: give the TOML file "
+                          f"itself, e.g. {path / 'config.toml'}")
+    if path.is_file():
+        return path, _read_toml(path)
+    if explicit:
+        named = "$" + CONFIG_ENV if config_path is None else "--config"
+        raise ConfigError(f"config file {path} does not exist (named by {named})")
+    return path, {}
+
+
+def env_var_name(loc: tuple[int | str, ...]) -> str:
+    """The environment variable for a config key: ("mqtt", "port") -> MAGTEK_BRIDGE_MQTT__PORT."""
+    return ENV_PREFIX + "__".join(str(part).upper() for part in loc)
+
+
+def _describe_error(err: Any, env: Mapping[str, str]) -> str:
+    """``mqtt.port: <reason>``, naming the environment variable when the value came from one."""
+    loc = tuple(err["loc"])
+    text = f"{'.'.join(str(p) for p in loc)}: {err['msg']}"
+    upper = {k.upper(): k for k in env}
+    for depth in range(len(loc), 0, -1):  # the key itself, or a table given as JSON
+        name = upper.get(env_var_name(loc[:depth]))
+        if name is not None:
+            return f"{text} (from environment variable {name}={_shown(name, env[name])})"
+    return text
+
+
+def _shown(name: str, value: str) -> str:
+    return "<redacted>" if re.search(r"PASSWORD|TOKEN|SECRET", name, re.I) else repr(value)
+
+
+def _describe_settings_error(exc: SettingsError, env: Mapping[str, str]) -> str:
+    """pydantic-settings names only the field when a table/list variable is not JSON."""
+    match = re.search(r'field "(\w+)"', str(exc))
+    section = env_var_name((match.group(1),)) + "__" if match else ENV_PREFIX
+    names = sorted(k for k, v in env.items()
+                   if k.upper().startswith(section) and v.lstrip()[:1] in "[{")
+    culprits = ", ".join(f"{k}={_shown(k, env[k])}" for k in names) or "see " + section + "*"
+    return (f"invalid environment: {culprits}: a list or table value must be valid JSON, "
+            'e.g. \'["B123456"]\'')
+
+
 def load_settings(
     config_path: str | os.PathLike[str] | None = None,
     *,
@@ -359,23 +417,16 @@ def load_settings(
         ConfigError: naming the file and every bad key with its reason.
     """
     env = dict(os.environ if environ is None else environ)
-    explicit = config_path if config_path is not None else env.get(CONFIG_ENV)
-    path = Path(explicit) if explicit else DEFAULT_CONFIG_PATH
-    if path.is_file():
-        toml_data = _read_toml(path)
-    elif explicit:
-        raise ConfigError(f"config file {path} does not exist")
-    else:
-        toml_data = {}
+    path, toml_data = read_config_file(config_path, env)
     token = _SOURCES.set((toml_data, env))
     try:
         settings = Settings(**dict(overrides or {}))
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(_describe_error(err, env) for err in exc.errors())
         where = f" (file {path})" if toml_data else ""
         raise ConfigError(f"invalid configuration{where}: {problems}") from None
+    except SettingsError as exc:  # e.g. a list or table variable that is not valid JSON
+        raise ConfigError(_describe_settings_error(exc, env)) from None
     finally:
         _SOURCES.reset(token)
     _check_files(settings, env)
@@ -509,7 +560,10 @@ __all__ = [
     "WebSocketAuthSettings",
     "WebSocketSettings",
     "WebSocketTlsSettings",
+    "config_file_path",
+    "env_var_name",
     "insecure_settings",
     "load_settings",
     "plaintext_password",
+    "read_config_file",
 ]

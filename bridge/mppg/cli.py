@@ -28,22 +28,25 @@ def add_payreq_parser(sub: Any, add_config_args: Callable[[argparse.ArgumentPars
     create = ops.add_parser("create", help="create a payment request; prints its link")
     add_config_args(create)
     create.add_argument("--amount", required=True, help="e.g. 12.50 (at most 2 decimals)")
-    create.add_argument("--tax-amount")
-    create.add_argument("--tax-percent")
+    create.add_argument("--tax-amount", help="tax as an amount, e.g. 1.05")
+    create.add_argument("--tax-percent", help="tax as a percentage, e.g. 8.25")
     create.add_argument("--usage-limit", type=int, default=1,
                         help="successful payments before it is Paid; 0 = unlimited "
                              "(default: 1)")
-    create.add_argument("--customer-tran-id")
-    create.add_argument("--customer-tran-ref")
+    create.add_argument("--customer-tran-id", help="your order or transaction id")
+    create.add_argument("--customer-tran-ref", help="your reference text")
     create.add_argument("--processor", help="processor name (default: mppg.processor_name, "
                                             "else the merchant's)")
-    create.add_argument("--misc-data")
+    create.add_argument("--misc-data", help="free text stored with the request")
     create.add_argument("--terms", help="terms and transaction information")
-    create.add_argument("--prompt-tax", action=argparse.BooleanOptionalAction)
-    create.add_argument("--prompt-tips", action=argparse.BooleanOptionalAction)
+    create.add_argument("--prompt-tax", action=argparse.BooleanOptionalAction,
+                        help="the payment page asks for tax")
+    create.add_argument("--prompt-tips", action=argparse.BooleanOptionalAction,
+                        help="the payment page asks for a tip")
     create.add_argument("--disabled", action="store_true", help="create it disabled")
     create.add_argument("--activation", metavar="ISO8601", help="e.g. 2025-01-31T09:00:00Z")
-    create.add_argument("--expiration", metavar="ISO8601")
+    create.add_argument("--expiration", metavar="ISO8601",
+                        help="when the link stops working, e.g. 2025-02-28T23:59:59Z")
     create.add_argument("--info", action="append", default=[], metavar="KEY=VALUE",
                         help="additional info (repeatable)")
     create.add_argument("--json", action="store_true", help="print MPPG's whole answer")
@@ -57,12 +60,13 @@ def add_payreq_parser(sub: Any, add_config_args: Callable[[argparse.ArgumentPars
     listing.add_argument("--page", dest="pn", type=int, help="page number (default 1)")
     listing.add_argument("--status", dest="st",
                          help="0-4 or disabled/pending/active/expired/paid")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--json", action="store_true", help="print MPPG's whole answer")
 
     get = ops.add_parser("get", help="show one payment request and its transactions")
     add_config_args(get)
     get.add_argument("id", help="the paymentRequestID")
-    get.add_argument("--json", action="store_true")
+    get.add_argument("--json", action="store_true",
+                     help="print MPPG's whole answer (including the WebSocket token)")
 
     update = ops.add_parser("update", help="change some fields of a payment request (the "
                                            "others keep their values)")

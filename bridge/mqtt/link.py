@@ -67,6 +67,9 @@ class LinkOptions:
     # The password goes to a broker beyond loopback without TLS (explicitly allowed by the
     # config): said at every connect, so it is never forgotten.
     password_in_clear: bool = False
+    # Connect failures are logged at warning: the first one, then one summary per interval
+    # (paho retries every few seconds; a line each time would bury everything else).
+    failure_log_interval: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +292,8 @@ class MqttLink:
         self._ever_connected = False
         self._stopping = False
         self.last_error: str | None = None
+        self._failures = 0  # connect attempts failed since the last success
+        self._failure_logged_at: float | None = None
 
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2,
@@ -450,9 +455,12 @@ class MqttLink:
             self._tls_context.last = None  # paho's live socket now: never ours to close
         if reason_code.is_failure:
             self.last_error = f"broker refused the connection: {reason_code}"
-            self._log.warning("mqtt_connect_refused", reason=str(reason_code))
+            self._connect_failed("mqtt_connect_refused", reason=str(reason_code))
             return
         self.last_error = None
+        if self._failures:
+            self._log.info("mqtt_connect_recovered", failed_attempts=self._failures)
+        self._failures, self._failure_logged_at = 0, None
         self._take_back_tracked(client)
         self.generation += 1
         announced = getattr(properties, "MaximumPacketSize", None) if properties else None
@@ -588,8 +596,23 @@ class MqttLink:
             return
         detail = f": {exc}" if exc is not None else ""
         self.last_error = f"cannot connect to {where}{detail}"
-        self._log.debug("mqtt_connect_failed", host=self._options.host, port=self._options.port,
-                        error=str(exc) if exc is not None else None)
+        self._connect_failed("mqtt_connect_failed", host=self._options.host,
+                             port=self._options.port, reason=_failure_reason(exc))
+
+    def _connect_failed(self, event: str, **fields: Any) -> None:
+        """Warn about the first failed attempt, then once per ``failure_log_interval`` with the
+        count since; the attempts in between go to debug."""
+        self._failures += 1
+        if self._stopping:
+            return
+        now = time.monotonic()
+        interval = self._options.failure_log_interval
+        if self._failure_logged_at is None or now - self._failure_logged_at >= interval:
+            self._failure_logged_at = now
+            self._log.warning(event, failed_attempts=self._failures,
+                              next_report_in_s=round(interval), **fields)
+        else:
+            self._log.debug(event, failed_attempts=self._failures, **fields)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         handler = self._on_message_handler
@@ -613,6 +636,21 @@ class MqttLink:
             handler(inbound)
         except Exception:  # a handler bug must not kill paho's network thread
             self._log.exception("mqtt_handler_failed", topic=message.topic)
+
+
+def _failure_reason(exc: BaseException | None) -> str:
+    """A socket error as an operator reads it: what happened, not just an errno."""
+    if exc is None:
+        return "unknown"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (nothing listening on that port, or a firewall)"
+    if isinstance(exc, socket.gaierror):
+        return f"host name not resolved ({exc.strerror or exc})"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timed out (host unreachable or packets dropped)"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 __all__ = [
