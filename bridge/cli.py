@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(present)
     _add_broker_args(present)
     present.add_argument("root", help="reader root topic, a serial, or 'auto' for the only one")
-    present.add_argument("action", choices=["insert", "swipe", "tap", "remove"])
+    present.add_argument("action", choices=["insert", "swipe", "tap", "remove"],
+                         help="what the person does with the card")
 
     demo = sub.add_parser("demo", help="embedded broker + simulated reader + bridge, scripted")
     demo.add_argument("--card", choices=["tap", "insert", "swipe"], default="tap",

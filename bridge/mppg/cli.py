@@ -72,25 +72,29 @@ def add_payreq_parser(sub: Any, add_config_args: Callable[[argparse.ArgumentPars
                                            "others keep their values)")
     add_config_args(update)
     update.add_argument("id", help="the paymentRequestID")
-    update.add_argument("--amount")
-    update.add_argument("--tax-amount")
-    update.add_argument("--tax-percent")
+    update.add_argument("--amount", help="new amount, e.g. 12.50")
+    update.add_argument("--tax-amount", help="new tax amount")
+    update.add_argument("--tax-percent", help="new tax percentage")
     update.add_argument("--usage-limit", type=int, help="0 = unlimited")
-    update.add_argument("--customer-tran-id")
-    update.add_argument("--customer-tran-ref")
-    update.add_argument("--processor")
-    update.add_argument("--misc-data")
-    update.add_argument("--terms")
-    update.add_argument("--prompt-tax", action=argparse.BooleanOptionalAction)
-    update.add_argument("--prompt-tips", action=argparse.BooleanOptionalAction)
+    update.add_argument("--customer-tran-id", help="new order or transaction id")
+    update.add_argument("--customer-tran-ref", help="new reference text")
+    update.add_argument("--processor", help="new processor name")
+    update.add_argument("--misc-data", help="new free text")
+    update.add_argument("--terms", help="new terms and transaction information")
+    update.add_argument("--prompt-tax", action=argparse.BooleanOptionalAction,
+                        help="ask the payer for tax (or not)")
+    update.add_argument("--prompt-tips", action=argparse.BooleanOptionalAction,
+                        help="ask the payer for a tip (or not)")
     state = update.add_mutually_exclusive_group()
-    state.add_argument("--enable", dest="enabled", action="store_true", default=None)
-    state.add_argument("--disable", dest="enabled", action="store_false")
-    update.add_argument("--activation", metavar="ISO8601")
-    update.add_argument("--expiration", metavar="ISO8601")
+    state.add_argument("--enable", dest="enabled", action="store_true", default=None,
+                       help="enable the request")
+    state.add_argument("--disable", dest="enabled", action="store_false",
+                       help="disable the request (its link stops working)")
+    update.add_argument("--activation", metavar="ISO8601", help="new activation time")
+    update.add_argument("--expiration", metavar="ISO8601", help="new expiration time")
     update.add_argument("--info", action="append", default=[], metavar="KEY=VALUE",
                         help="additional info (repeatable; replaces the current list)")
-    update.add_argument("--json", action="store_true")
+    update.add_argument("--json", action="store_true", help="print MPPG's whole answer")
 
 
 def _definition_body(args: argparse.Namespace) -> dict[str, Any]:

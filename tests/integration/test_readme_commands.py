@@ -41,7 +41,7 @@ from typing import Any
 
 import pytest
 
-from bridge.mms import commands
+from bridge.mms import MessageType, commands, parse_message
 from bridge.transport.simulated import SimulatedBus
 from tests.fakes.mppg_fake import FakeMppg
 from tests.integration.harness import REPO, running_bridge, wait_until
@@ -128,6 +128,7 @@ CASES: dict[tuple[str, ...], Case] = {}
 SHELL_COMMANDS: dict[str, str] = {
     "./scripts/test": "CI runs exactly this (.ci/run); running it here would recurse",
     "./scripts/demo": "test_readme_demo_script below runs it as written",
+    ".venv/bin/pytest -m kernel": "the same tests (tests/kernel) run in every ./scripts/test",
 }
 
 
@@ -336,6 +337,73 @@ def payreq_get(ctx: Ctx, command: ReadmeCommand) -> None:
         assert wanted in json.dumps(answer)
     else:
         assert wanted in result.stdout
+
+
+@case("payreq", "update")
+def payreq_update(ctx: Ctx, command: ReadmeCommand) -> None:
+    wanted = command.argv[3]
+    with _mppg(ctx) as fake:
+        seeded = fake.requests.pop(fake.seed("12.50"))
+        fake.requests[wanted] = dataclasses.replace(seeded, id=wanted)
+        before = dict(fake.requests[wanted].definition)
+        result = ctx.run(command.argv)
+        after = fake.requests[wanted].definition
+    assert result.returncode == 0, result.stderr
+    assert wanted in result.stdout
+    if "--disable" in command.argv:
+        assert before["isEnabled"] and not after["isEnabled"]
+    # Read-modify-write: what the command did not name is kept.
+    assert after["amount"] == before["amount"]
+
+
+@case("clear-root")
+def clear_root(ctx: Ctx, command: ReadmeCommand) -> None:
+    root = command.argv[-1]
+    setup = ctx.probe_factory()
+    setup.publish(f"{root}/Status", b"disconnected", retain=True)
+    setup.publish(f"{root}/Info", b'{"serial": "B123456"}', retain=True)
+    result = ctx.run(command.argv)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    # A new subscriber gets no retained Status/Info for that root any more (a marker
+    # published after the subscription bounds the wait).
+    probe = ctx.probe_factory(f"{root}/#")
+    probe.publish(f"{root}/ZZMarker", b"m")
+    seen: list[Any] = []
+    probe.wait_for(lambda m: seen.append(m) is None and m.topic == f"{root}/ZZMarker",
+                   timeout=RUN_TIMEOUT)
+    assert [m.topic for m in seen if m.retain and m.payload] == [], seen
+
+
+@case("present")
+def present(ctx: Ctx, command: ReadmeCommand) -> None:
+    root, kind = command.argv[2], command.argv[3]
+    bus = SimulatedBus(count=1, auto_present=None)  # manual mode: cards only when asked
+    with running_bridge(ctx.broker, bus=bus):
+        probe = ctx.probe_factory(f"{root}/MMSMessage", f"{root}/Status")
+        probe.expect_retained(f"{root}/Status", b"connected", timeout=RUN_TIMEOUT)
+        probe.publish(f"{root}/SendCommand", START_BY_KIND[kind].encode())
+        probe.wait_for(f"{root}/MMSMessage", timeout=RUN_TIMEOUT)  # the start's response
+        result = ctx.run(command.argv)
+        assert result.returncode == 0, (result.stdout, result.stderr)
+        # The presented card runs the transaction to its ARQC (notification 0x0105).
+        probe.wait_for(lambda m: m.topic == f"{root}/MMSMessage" and _is_arqc(m.payload),
+                       timeout=RUN_TIMEOUT)
+
+
+# Seed 004's Start Transaction with one reader type each (contact, MSR, contactless).
+START_BY_KIND = {
+    "insert": "AA008104010010018430100182013CA30981010082010183010084020003861A9C01009F020600"
+              "00000001009F03060000000000005F2A020840",
+    "swipe": "AA008104010010018430100182013CA30981010182010083010084020003861A9C01009F02060000"
+             "000001009F03060000000000005F2A020840",
+    "tap": "AA008104010010018430100182013CA30981010082010083010184020003861A9C01009F02"
+           "060000000001009F03060000000000005F2A020840",
+}
+
+
+def _is_arqc(payload: bytes) -> bool:
+    message = parse_message(bytes.fromhex(payload.decode()))
+    return message.message_type == MessageType.DEVICE_NOTIFICATION and message.command_id == 0x0105
 
 
 # -- the tests -----------------------------------------------------------------------------

@@ -24,7 +24,9 @@ def _check(config: str | None, env: dict[str, str]) -> tuple[int, str, str]:
 
 def test_prints_values_with_their_source_and_redacts_secrets(tmp_path):
     config = tmp_path / "config.toml"
-    config.write_text('[mqtt]\nhost = "broker.store"\n[metrics]\nport = 9200\n')
+    # TLS on: a password for a broker beyond loopback is refused over plain TCP.
+    config.write_text('[mqtt]\nhost = "broker.store"\n[mqtt.tls]\nenabled = true\n'
+                      '[metrics]\nport = 9200\n')
     code, out, err = _check(str(config), {"MAGTEK_BRIDGE_MQTT__PORT": "1884",
                                           "MAGTEK_BRIDGE_MQTT__PASSWORD": "hunter2-secret"})
     assert code == 0, err
