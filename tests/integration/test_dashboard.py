@@ -88,12 +88,13 @@ def _websocket_traffic(app: Any) -> None:
     """A WebSocket client's command, a refused frame, and a refused connection."""
     assert app.websocket is not None and app.websocket.port is not None
     base = f"ws://127.0.0.1:{app.websocket.port}"
-    with connect(f"{base}/", open_timeout=10) as client:
+    # JSON frames asked for: a plain (MagTek) client gets MMS hex only, refusals included.
+    with connect(f"{base}/?frames=json", open_timeout=10) as client:
         client.send(commands.get_serial_number(0x21).hex())
         client.recv(timeout=10)
         client.send("zz")
         assert "not_hex" in str(client.recv(timeout=10))
-    with connect(f"{base}/No/Such/Reader", open_timeout=10) as client:
+    with connect(f"{base}/No/Such/Reader?frames=json", open_timeout=10) as client:
         assert "unknown_reader" in str(client.recv(timeout=10))
 
 
