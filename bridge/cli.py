@@ -79,14 +79,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_payreq_parser(sub, _add_config_args)
 
-    clear = sub.add_parser("clear-root", help="clear a reader root's retained Status and Info "
-                                             "(a ghost reader) on the broker")
+    clear = sub.add_parser(
+        "clear-root", help="clear a reader root's retained Status and Info (a ghost reader) "
+                           "on the broker",
+        description="Clear the retained Status, Info and SendCommand of a reader root the "
+                    "bridge no longer serves (empty retained publishes), so device lists stop "
+                    "showing it. Refused (exit 4) while its retained Status says connected, "
+                    "unless --force.")
     _add_config_args(clear)
     _add_broker_args(clear)
     clear.add_argument("root", help="the reader root, e.g. MagTek/Device/DynaFlexII/B123456")
     clear.add_argument("--force", action="store_true", help="even if it says connected")
 
-    present = sub.add_parser("present", help="present or remove a card on a simulated reader")
+    present = sub.add_parser(
+        "present", help="present or remove a card on a simulated reader",
+        description="Publish insert, swipe, tap or remove to <root>/Simulator/Present: a "
+                    "running bridge's simulated reader acts it out (a waiting transaction "
+                    "reads the card). Real readers never listen there.")
     _add_config_args(present)
     _add_broker_args(present)
     present.add_argument("root", help="reader root topic, a serial, or 'auto' for the only one")
@@ -159,11 +168,23 @@ def _cmd_payreq(args: argparse.Namespace) -> int:
     return run_payreq(args, settings)
 
 
+def _quiet_tool_logging(args: argparse.Namespace, settings: Any) -> None:
+    """Tools print their answer on stdout; logs (errors only unless --log-level) on stderr.
+
+    Without this structlog's default prints every info line (``mqtt_connected``) on stdout.
+    """
+    from bridge.logs import configure_logging  # noqa: PLC0415
+
+    configure_logging(args.log_level or "error", settings.logging.format)
+
+
 def _cmd_clear_root(args: argparse.Namespace) -> int:
     from bridge.app import link_options  # noqa: PLC0415
     from bridge.ghosts import clear_root  # noqa: PLC0415
 
-    done, what = clear_root(link_options(_settings(args)), args.root, force=args.force)
+    settings = _settings(args)
+    _quiet_tool_logging(args, settings)
+    done, what = clear_root(link_options(settings), args.root, force=args.force)
     print(what, file=sys.stdout if done else sys.stderr)
     return 0 if done else 4
 
@@ -173,6 +194,7 @@ def _cmd_present(args: argparse.Namespace) -> int:
     from bridge.simulator.cli import present  # noqa: PLC0415
 
     settings = _settings(args)
+    _quiet_tool_logging(args, settings)
     return present(link_options(settings), settings.topics.prefix, args.root, args.action)
 
 

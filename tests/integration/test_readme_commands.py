@@ -364,6 +364,9 @@ def clear_root(ctx: Ctx, command: ReadmeCommand) -> None:
     setup.publish(f"{root}/Info", b'{"serial": "B123456"}', retain=True)
     result = ctx.run(command.argv)
     assert result.returncode == 0, (result.stdout, result.stderr)
+    # The answer alone on stdout, no log lines on either stream.
+    assert result.stdout.startswith(f"cleared {root}/Status"), result.stdout
+    assert len(result.stdout.splitlines()) == 1 and result.stderr == "", result
     # A new subscriber gets no retained Status/Info for that root any more (a marker
     # published after the subscription bounds the wait).
     probe = ctx.probe_factory(f"{root}/#")
@@ -385,6 +388,8 @@ def present(ctx: Ctx, command: ReadmeCommand) -> None:
         probe.wait_for(f"{root}/MMSMessage", timeout=RUN_TIMEOUT)  # the start's response
         result = ctx.run(command.argv)
         assert result.returncode == 0, (result.stdout, result.stderr)
+        assert result.stdout == f"{kind} -> {root}/Simulator/Present\n", result.stdout
+        assert result.stderr == "", result.stderr  # no log lines
         # The presented card runs the transaction to its ARQC (notification 0x0105).
         probe.wait_for(lambda m: m.topic == f"{root}/MMSMessage" and _is_arqc(m.payload),
                        timeout=RUN_TIMEOUT)
