@@ -181,7 +181,11 @@ def test_template_renders_to_the_uplink_we_document(test_pki):
                                  password="pw", overrides={})
     lines = uplink.splitlines()
     assert "topic Device/# out 1 MagTek/ stores/00042/MagTek/" in lines
-    assert "topic Bridge/# out 1 MagTek/ stores/00042/MagTek/" in lines
+    assert "topic Bridge/+/State out 1 MagTek/ stores/00042/MagTek/" in lines
+    assert "topic Bridge/+/BridgeInfo out 1 MagTek/ stores/00042/MagTek/" in lines
+    assert "topic Bridge/+/PaymentRequest/+/State out 1 MagTek/ stores/00042/MagTek/" in lines
+    # Payment-request replies and Transactions carry secrets: never the whole Bridge/# tree.
+    assert not [line for line in lines if line.startswith("topic Bridge/#")]
     assert "topic Device/+/+/SendCommand in 0 MagTek/ stores/00042/MagTek/" in lines
     assert {"cleansession false", "bridge_protocol_version mqttv50",
             "remote_username store-00042", "remote_clientid store-00042",
@@ -230,6 +234,17 @@ def test_readers_appear_at_central_and_answer_commands_from_there(make_fleet):
         answer = f.consumer.wait_for(f"{REMOTE}MagTek/Reply/{CONSUMER}/1", RESPONSE_TIMEOUT_S)
         assert answer.correlation_data == b"c-1"
         assert parse_message(bytes.fromhex(answer.payload.decode())).ref == 0x33
+
+        # Payment requests stay in the store: a reply (payment link, bearer WebSocket URL)
+        # and a Transaction never reach central, the request's State does. Published before
+        # the State on the same uplink, so they would have arrived first.
+        payments = f"MagTek/Bridge/{HOST_ID}/PaymentRequest"
+        f.local.publish(f"{payments}/create/response", b'{"websocketToken": "wss://x"}')
+        f.local.publish(f"{payments}/pr-1/Transaction", b'{"transactionId": "t-1"}')
+        f.local.publish(f"{payments}/pr-1/State", b'{"status": 1}')
+        f.consumer.wait_for(f"{BRIDGE_ROOT}/PaymentRequest/pr-1/State", RESPONSE_TIMEOUT_S)
+        leaked = [m.topic for m in f.consumer.drain() if "/PaymentRequest/" in m.topic]
+        assert leaked == [], leaked
 
         # Each command reached its reader once: no echo back down through the uplink.
         serial_command = commands.get_serial_number(0x42)
