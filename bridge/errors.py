@@ -43,6 +43,7 @@ class ProtocolError(BridgeError):
         self, message: str, *, reason: str = "malformed", offset: int | None = None
     ) -> None:
         super().__init__(message if offset is None else f"{message} (at offset {offset})")
+        self.detail = message  # without the offset, for wrapping in another ProtocolError
         self.reason = reason
         self.offset = offset
 

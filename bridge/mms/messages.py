@@ -216,7 +216,7 @@ def parse_message(data: bytes) -> Message:
         tlvs = decode_tlvs(data, offset=2)
     except TlvError as exc:
         reason = "truncated" if exc.reason in _TRUNCATION_REASONS else "bad_tlv"
-        raise MessageError(f"bad TLV: {exc}", reason=reason, offset=exc.offset) from exc
+        raise MessageError(f"bad TLV: {exc.detail}", reason=reason, offset=exc.offset) from exc
     info = tlvs[0]
     if info.tag != MESSAGE_INFO_TAG or len(info.value) not in (INFO_LENGTH, FILE_INFO_LENGTH):
         raise MessageError(f"first TLV is {info.tag_hex} of {len(info.value)} bytes, expected 81 "

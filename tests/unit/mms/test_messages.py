@@ -195,6 +195,7 @@ def test_malformed_messages_raise_message_error_with_reason(hex_in, reason, offs
     assert caught.value.reason == reason
     assert caught.value.offset == offset
     assert isinstance(caught.value, ProtocolError)
+    assert str(caught.value).count("at offset") == (offset is not None)  # said once
 
 
 def test_random_and_mutated_bytes_parse_or_raise_message_error(golden):
