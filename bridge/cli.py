@@ -28,6 +28,7 @@ from bridge.opscli import (
 )
 
 EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -229,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BridgeError, LookupError, TimeoutError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C in a tool: no traceback (run handles its signals)
+        return EXIT_INTERRUPTED
 
 
 __all__ = ["build_parser", "main"]

@@ -32,6 +32,7 @@ EXIT_DEVICE_FAILED: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_TIMEOUT: Final = 3
 EXIT_REJECTED: Final = 4
+EXIT_INTERRUPTED: Final = 130  # Ctrl-C before any answer (128 + SIGINT, as shells report)
 _CONNECT_TIMEOUT: Final = 10.0
 
 
@@ -109,16 +110,17 @@ def send(
     """Publish ``command`` to ``<root>/SendCommand`` and wait for its matching response.
 
     Returns an exit code: 0 when the reader reports success, 1 on a failure status, 3 on
-    timeout, 4 when the bridge rejected the command.
+    timeout, 4 when the bridge rejected the command. Ctrl-C ends ``follow`` quietly with the
+    response's code (130 when no response had come).
     """
     request = parse_message(command)
     topics = ReaderTopics.for_root(root)
     inbox: queue.Queue[InboundMessage] = queue.Queue()
     link = _connect(options, [(topics.mms_message, 1), (topics.error, 1)], inbox, "send")
+    code = EXIT_TIMEOUT
     try:
         link.publish(topics.send_command, command.hex().upper().encode(), qos=1, kind="command")
         deadline = time.monotonic() + timeout
-        code = EXIT_TIMEOUT
         while time.monotonic() < deadline:
             try:
                 msg = inbox.get(timeout=0.1)
@@ -139,6 +141,8 @@ def send(
         if code == EXIT_TIMEOUT:
             print(f"no response from {root} within {timeout} s", file=out)
         return code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED if code == EXIT_TIMEOUT else code
     finally:
         link.stop()
 

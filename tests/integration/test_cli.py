@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import gc
 import io
 import json
@@ -16,7 +17,7 @@ from bridge.cli import main
 from bridge.demo import run_demo
 from bridge.mms import commands
 from bridge.transport.simulated import SimulatedBus
-from tests.integration.harness import bridge_settings, running_bridge
+from tests.integration.harness import bridge_settings, running_bridge, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +66,31 @@ def test_send_and_monitor_through_the_broker(broker):
         assert client.send(options, root, rejected, out=io.StringIO()) == 4
         monitor.join(15)
         assert "MagTek/Device/DynaFlexII/B123456" in seen.getvalue()
+
+
+def test_ctrl_c_ends_send_follow_quietly_with_the_response_code(broker):
+    """Ctrl-C is how a person stops ``send --follow``: the answer stands, no traceback."""
+    bus = SimulatedBus(count=1, auto_present=None)
+    with running_bridge(broker, bus=bus):
+        options = link_options(bridge_settings(broker))
+        root = client.resolve_root(options, "MagTek/Device/", "auto", timeout=10)
+        out = io.StringIO()
+
+        def press_ctrl_c_after_the_response() -> None:
+            if wait_until(lambda: "D101" in out.getvalue(), 30, 0.05):
+                _thread.interrupt_main()
+
+        presser = threading.Thread(target=press_ctrl_c_after_the_response)
+        presser.start()
+        try:
+            code = client.send(options, root, commands.command_by_name("get_serial"),
+                               follow=60, out=out)
+        except KeyboardInterrupt:
+            pytest.fail("Ctrl-C escaped send as a KeyboardInterrupt (a traceback in the CLI)")
+        finally:
+            presser.join(30)
+        assert code == 0, out.getvalue()
+        assert "B123456" in out.getvalue()
 
 
 def test_demo_runs_a_whole_transaction():
