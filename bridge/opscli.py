@@ -28,7 +28,8 @@ named commands (the examples of PROTOCOL.md; case-insensitive, '-' or '_'):
 aliases: getdevicesn = get_serial, getfirmwareid = get_firmware_id, pcireset = reset
 
 exit codes: 0 the reader reported success; 1 it reported a failure (or runtime error);
-2 bad usage or configuration; 3 no response within --timeout; 4 the bridge rejected it.
+2 bad usage or configuration; 3 no response within --timeout; 4 the bridge rejected it;
+130 Ctrl-C before the response (Ctrl-C during --follow keeps the response's code).
 """
 
 
