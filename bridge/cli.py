@@ -24,6 +24,7 @@ from bridge.opscli import (
     cmd_health,
     cmd_monitor,
     cmd_send,
+    reader_root,
     warn_unknown_env,
 )
 
@@ -89,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "unless --force.")
     _add_config_args(clear)
     _add_broker_args(clear)
-    clear.add_argument("root", help="the reader root, e.g. MagTek/Device/DynaFlexII/B123456")
+    clear.add_argument("root", type=reader_root,
+                       help="the reader root, e.g. MagTek/Device/DynaFlexII/B123456")
     clear.add_argument("--force", action="store_true", help="even if it says connected")
 
     present = sub.add_parser(
@@ -99,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "reads the card). Real readers never listen there.")
     _add_config_args(present)
     _add_broker_args(present)
-    present.add_argument("root", help="reader root topic, a serial, or 'auto' for the only one")
+    present.add_argument("root", type=reader_root,
+                         help="reader root topic, a serial, or 'auto' for the only one")
     present.add_argument("action", choices=["insert", "swipe", "tap", "remove"],
                          help="what the person does with the card")
 

@@ -38,6 +38,29 @@ def _named_commands() -> str:
                          subsequent_indent="  ")
 
 
+def reader_root(text: str) -> str:
+    """argparse type of a reader root (or serial, or ``auto``) that is published to.
+
+    MQTT forbids wildcards in a topic name: paho would raise from its network thread (a
+    traceback, then a misleading "no answer from the broker") instead of a usage error.
+    """
+    if not text.strip("/") or any(c in text for c in "+#\0"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a reader root is a topic name, e.g. MagTek/Device/DynaFlexII/B123456 "
+            "(no '+' or '#' wildcards)")
+    return text
+
+
+def root_filter(text: str) -> str:
+    """argparse type of ``monitor``'s root: '+' levels allowed, '#' not (leaves are added)."""
+    if not text.strip("/") or "#" in text or "\0" in text or any(
+            "+" in level and level != "+" for level in text.split("/")):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a reader root, or one with whole '+' levels such as "
+            "MagTek/Device/DynaFlexII/+ (no '#')")
+    return text
+
+
 def _add_verbose(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log to stderr: -v connection events (info), -vv everything")
@@ -52,8 +75,9 @@ def add_send_parser(sub: Any, add_config_args: AddArgs, add_broker_args: AddArgs
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(send)
     add_broker_args(send)
-    send.add_argument("root", help="reader root topic, a serial (or its end), or 'auto' for "
-                                   "the only connected reader")
+    send.add_argument("root", type=reader_root,
+                      help="reader root topic, a serial (or its end), or 'auto' for the only "
+                           "connected reader")
     # dest differs from the subcommand dest ("command") that main() dispatches on.
     send.add_argument("mms_command", metavar="command",
                       help="a named command (listed below) or the command as hex")
@@ -73,7 +97,8 @@ def add_monitor_parser(sub: Any, add_config_args: AddArgs, add_broker_args: AddA
                     "With -v, stderr says when the subscription is in place.")
     add_config_args(monitor)
     add_broker_args(monitor)
-    monitor.add_argument("root", nargs="?", help="one reader root (default: all readers)")
+    monitor.add_argument("root", nargs="?", type=root_filter,
+                         help="one reader root (default: all readers)")
     monitor.add_argument("--count", type=int, default=0, metavar="N",
                          help="stop after N messages (default: no limit)")
     monitor.add_argument("--duration", type=float, default=0.0, metavar="SECONDS",
@@ -204,5 +229,7 @@ __all__ = [
     "cmd_health",
     "cmd_monitor",
     "cmd_send",
+    "reader_root",
+    "root_filter",
     "warn_unknown_env",
 ]

@@ -115,6 +115,29 @@ def test_send_refuses_an_unknown_name_before_connecting(capsys):
     assert "get_serail" in err and "get_serial" in err and "start_emv" in err
 
 
+@pytest.mark.parametrize("argv", [
+    ["send", "MagTek/Device/#", "get_serial"],
+    ["send", "MagTek/Device/+/B123456", "get_serial"],
+    ["present", "MagTek/Device/+/+", "tap"],
+    ["clear-root", "MagTek/Device/DynaFlexII/+"],
+    ["clear-root", "/"],
+    ["monitor", "MagTek/Device/#"],
+    ["monitor", "MagTek/Device/Dyna+/B123456"],
+])
+def test_a_root_with_wildcards_is_a_usage_error(argv, capsys):
+    # Published to (or subscribed under): paho would raise from its thread, after connecting.
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "wildcards" in err or "no '#'" in err, err
+
+
+def test_monitor_takes_whole_plus_levels():
+    args = build_parser().parse_args(["monitor", "MagTek/Device/DynaFlexII/+"])
+    assert args.root == "MagTek/Device/DynaFlexII/+"
+
+
 def test_version(capsys):
     from bridge import __version__  # noqa: PLC0415
 
