@@ -536,7 +536,8 @@ def _check_websocket(ws: WebSocketSettings) -> None:
             f"websocket.tls.cert_file: credentials ({auth.mode}) on {ws.address} beyond loopback "
             "need wss:// (websocket.tls.cert_file and key_file), or "
             "websocket.auth.allow_without_tls = true if plain ws:// is meant")
-    if auth.mode == "basic" and not (auth.username and auth.password_value()):
+    if auth.mode == "basic" and not ((auth.username or "").strip()
+                                     and (auth.password_value() or "").strip()):
         raise ConfigError("websocket.auth.mode: 'basic' needs websocket.auth.username and "
                           "websocket.auth.password_file (or "
                           "MAGTEK_BRIDGE_WEBSOCKET__AUTH__PASSWORD)")

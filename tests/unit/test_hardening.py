@@ -61,6 +61,14 @@ def test_weak_websocket_tokens_are_refused(token):
         _load({"websocket": ws})
 
 
+@pytest.mark.parametrize(("username", "password"), [("pos", " "), (" ", "a-good-password")])
+def test_blank_websocket_basic_credentials_are_refused(username, password):
+    # As a one-space token is: a blank password is no password.
+    ws = {"enabled": True, "auth": {"mode": "basic", "username": username, "password": password}}
+    with pytest.raises(ConfigError, match=r"'basic' needs websocket\.auth\.username"):
+        _load({"websocket": ws})
+
+
 def test_websocket_credentials_beyond_loopback_need_wss_or_an_opt_in(tmp_path):
     token = "0123456789abcdef0123"
     ws = {"enabled": True, "address": "192.168.1.20", "auth": {"mode": "token", "token": token}}
