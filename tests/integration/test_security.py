@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from bridge.ghosts import clear_publications
 from bridge.mms import build_notification, commands
 from bridge.transport.simulated import SimulatedBus
 from tests.integration.harness import REPO, running_bridge, wait_until
@@ -129,3 +130,8 @@ def test_shipped_acl_example_confines_a_bridge_to_its_readers(broker_factory, pr
         assert wait_until(lambda: (app.metrics.registry.get_sample_value(
             "magtek_bridge_outbox_dropped_total", {"reason": "refused"}) or 0) >= 1, 10)
         assert not [m for m in pos.drain() if foreign in m.topic and "MMSMessage" in m.topic]
+        # What the bridge publishes to clear its root once abandoned (a ghost reader),
+        # retained SendCommand included: the ACL lets its user do all of it.
+        as_bridge = probe_factory(broker=broker, **mqtt)
+        for publication in clear_publications(root):
+            as_bridge.publish(publication.topic, publication.payload, retain=publication.retain)
