@@ -188,6 +188,13 @@ def _cmd_clear_root(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _quiet_tool_logging(args, settings)
+    if args.root.startswith(settings.topics.bridge_prefix):
+        # Its leaves are State and BridgeInfo; a 'disconnected' on <root>/Status would even
+        # show it to MagTek's device lists, which issue 15 moved bridges out of.
+        print(f"error: {args.root} is under topics.bridge_prefix "
+              f"({settings.topics.bridge_prefix}): clear-root is for reader roots",
+              file=sys.stderr)
+        return EXIT_CONFIG
     done, what = clear_root(link_options(settings), args.root, force=args.force)
     print(what, file=sys.stdout if done else sys.stderr)
     return 0 if done else 4

@@ -133,6 +133,14 @@ def test_a_root_with_wildcards_is_a_usage_error(argv, capsys):
     assert "wildcards" in err or "no '#'" in err, err
 
 
+def test_clear_root_refuses_a_bridge_root_before_connecting(capsys):
+    from bridge.cli import main  # noqa: PLC0415
+
+    # Port 1 has no broker: reaching it would be exit 1.
+    assert main(["clear-root", "--port", "1", "MagTek/Bridge/store-0042"]) == 2
+    assert "reader roots" in capsys.readouterr().err
+
+
 def test_monitor_takes_whole_plus_levels():
     args = build_parser().parse_args(["monitor", "MagTek/Device/DynaFlexII/+"])
     assert args.root == "MagTek/Device/DynaFlexII/+"
