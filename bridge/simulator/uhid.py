@@ -306,7 +306,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="reader serial (7 hex digits); repeat for several readers "
                              "(default B123456)")
     parser.add_argument("--product-id", type=lambda text: int(text, 0), default=0x2024,
-                        choices=sorted(PRODUCT_NAMES), metavar="{0x2024,0x2020}")
+                        choices=sorted(PRODUCT_NAMES), metavar="{0x2024,0x2020}",
+                        help="USB product id: 0x2024 DynaFlex II Go (default), 0x2020 "
+                             "DynaFlex II")
     parser.add_argument("--name", help="HID name = product string (default from product id)")
     parser.add_argument("--card", choices=["tap", "insert", "swipe", "none"], default="tap",
                         help="card presented automatically after a transaction starts")
