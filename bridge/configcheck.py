@@ -21,6 +21,7 @@ from bridge.config import (
     ENV_PREFIX,
     Settings,
     env_var_name,
+    insecure_settings,
     load_settings,
     read_config_file,
 )
@@ -141,6 +142,10 @@ def check_config(config_path: str | None, environ: Mapping[str, str], *, quiet: 
             print(f"{key} = {value}".ljust(width) + f"# {source}", file=out)
     for problem in problems:
         print(problem, file=err)
+    if settings is not None:
+        # What `run` warns about at start (insecure_setting): valid, but said here too.
+        for setting, why in insecure_settings(settings):
+            print(f"warning: {setting}: {why}", file=err)
     if problems:
         return EXIT_CONFIG
     if not quiet:

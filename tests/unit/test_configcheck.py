@@ -41,6 +41,21 @@ def test_prints_values_with_their_source_and_redacts_secrets(tmp_path):
     assert "configuration ok" in err
 
 
+def test_weakened_protections_are_warned_and_still_valid(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text('[mqtt]\nhost = "broker.store"\nallow_password_without_tls = true\n'
+                      '[mqtt.tls]\nenabled = false\n')
+    code, _, err = _check(str(config), {"MAGTEK_BRIDGE_MQTT__PASSWORD": "hunter2-secret"})
+    assert code == 0, err
+    assert "warning: mqtt.allow_password_without_tls: " in err and "broker.store" in err
+    assert "hunter2" not in err
+    config.write_text("[mqtt.tls]\nenabled = true\ncheck_hostname = false\n")
+    code, _, err = _check(str(config), {})
+    assert code == 0 and "warning: mqtt.tls.check_hostname: " in err
+    config.write_text("")
+    assert "warning" not in _check(str(config), {})[2]
+
+
 def test_single_underscore_typo_is_flagged_with_the_right_name():
     unknown = dict(unknown_env_vars({"MAGTEK_BRIDGE_MQTT_PORT": "1884",
                                      "MAGTEK_BRIDGE_MQTT__PORT": "1884",
