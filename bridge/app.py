@@ -258,7 +258,12 @@ class BridgeApp:
             return
         present_root = parse_present_topic(self.settings.topics.prefix, inbound.topic)
         if present_root is not None:
-            self._simulator_action(present_root, inbound.payload)
+            if inbound.retain:
+                # Replayed at every (re)connect, it would present a card out of nowhere.
+                _log.warning("simulator_action_refused", root=present_root,
+                             reason="retained (clear it with an empty retained publish)")
+            else:
+                self._simulator_action(present_root, inbound.payload)
             return
         self._command_without_reader(inbound)
 

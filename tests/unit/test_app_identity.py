@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from bridge.app import BridgeApp
 from bridge.config import load_settings
 from bridge.metrics import Metrics
+from bridge.mqtt.link import InboundMessage
 from bridge.transport.simulated import SimulatedBus
 
 
@@ -44,3 +45,18 @@ def test_bridge_prefix_is_configurable_beside_the_host_id():
 
     assert app._info_publication().topic == "Store/0042/Bridge/pi-7/BridgeInfo"
     assert json.loads(app._info_publication().payload)["host_id"] == "pi-7"
+
+
+def test_a_retained_simulator_action_is_not_played(monkeypatch):
+    # A retained "tap" would be replayed at every (re)connect of the bridge.
+    app = _app()
+    played: list[tuple[str, bytes]] = []
+    monkeypatch.setattr(app, "_simulator_action", lambda root, payload: played.append(
+        (root, payload)))
+    monkeypatch.setattr(app, "_command_without_reader", lambda inbound: played.append(
+        ("command", inbound.payload)))
+    topic = "MagTek/Device/DynaFlexII/B123456/Simulator/Present"
+    for retain in (True, False):
+        app._bridge_message(InboundMessage(topic=topic, payload=b"tap", retain=retain, qos=1,
+                                           received_at=0.0))
+    assert played == [("MagTek/Device/DynaFlexII/B123456", b"tap")]
