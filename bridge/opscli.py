@@ -98,7 +98,8 @@ def add_monitor_parser(sub: Any, add_config_args: AddArgs, add_broker_args: AddA
     add_config_args(monitor)
     add_broker_args(monitor)
     monitor.add_argument("root", nargs="?", type=root_filter,
-                         help="one reader root (default: all readers)")
+                         help="one reader root, a serial (or its end), or 'auto' for the only "
+                              "connected reader, as for send (default: all readers)")
     monitor.add_argument("--count", type=int, default=0, metavar="N",
                          help="stop after N messages (default: no limit)")
     monitor.add_argument("--duration", type=float, default=0.0, metavar="SECONDS",
@@ -198,7 +199,11 @@ def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
         if args.verbose:
             print(f"monitor: subscribed to {', '.join(filters)}", file=sys.stderr, flush=True)
 
-    return client.monitor(link_options(settings), settings.topics.prefix, args.root,
+    options = link_options(settings)
+    root = args.root
+    if root is not None and "/" not in root:  # a serial or 'auto', as send takes
+        root = client.resolve_root(options, settings.topics.prefix, root)
+    return client.monitor(options, settings.topics.prefix, root,
                           count=args.count, duration=args.duration, as_json=args.json,
                           on_ready=ready)
 

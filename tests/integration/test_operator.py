@@ -87,6 +87,18 @@ def test_monitor_duration_subscription_and_quiet_output(broker, probe_factory):
     assert out.startswith(f"{ROOT}: ") and "D101" in out and out.count("\n") == 1
 
 
+def test_monitor_takes_a_serial_as_send_does(broker):
+    # "monitor B123456" subscribed to B123456/MMSMessage and printed nothing, ever.
+    bus = SimulatedBus(count=2, serials=["B123456", "B654321"], auto_present=None)
+    with running_bridge(broker, bus=bus):
+        result = _cli("monitor", "--host", broker.host, "--port", str(broker.port),
+                      "--count", "2", "--duration", "30", "B654321")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2, lines  # its retained Status and Info, nothing of the other reader
+    assert all(line.startswith("MagTek/Device/DynaFlexII/B654321: ") for line in lines), lines
+
+
 def test_metrics_port_in_use_is_named(broker):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
