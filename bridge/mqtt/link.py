@@ -149,21 +149,23 @@ def encode_publish_properties(
     return _varint(len(body)) + bytes(body)
 
 
-class _PackedProperties(Properties):
-    """Properties already encoded: paho's own class costs more per message than all the
-    rest of the bridge (attribute checks on every set, re-encoding on every send)."""
+class PackedProperties(Properties):
+    """PUBLISH properties already encoded (``encode_publish_properties``): paho's own class
+    checks every attribute set and re-encodes on every send, which cost more per message than
+    all the rest of the bridge. A regular subclass: paho's constructor runs, only ``pack`` is
+    ours."""
 
-    _packed: bytes
+    packed: bytes
 
-    def __init__(self, packed: bytes) -> None:  # no super().__init__: nothing to check
-        object.__setattr__(self, "packetType", PacketTypes.PUBLISH)
-        object.__setattr__(self, "_packed", packed)
+    def __init__(self, packed: bytes) -> None:
+        super().__init__(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        object.__setattr__(self, "packed", packed)  # not a property name: skip paho's check
 
     def pack(self) -> bytes:
-        return self._packed
+        return self.packed
 
     def __str__(self) -> str:
-        return f"<{len(self._packed)} bytes of properties>"
+        return f"<{len(self.packed)} bytes of properties>"
 
 
 def describe_tls_failure(exc: BaseException) -> str | None:
@@ -392,7 +394,7 @@ class MqttLink:
         properties: Properties | None = None
         if self.v5 and (user_properties or correlation_data is not None
                         or expiry_interval is not None):
-            properties = _PackedProperties(encode_publish_properties(
+            properties = PackedProperties(encode_publish_properties(
                 user_properties, correlation_data=correlation_data,
                 expiry_interval=expiry_interval))
         try:
@@ -600,6 +602,7 @@ __all__ = [
     "InboundMessage",
     "LinkOptions",
     "MqttLink",
+    "PackedProperties",
     "Publication",
     "TlsOptions",
     "describe_tls_alert",
