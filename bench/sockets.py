@@ -54,7 +54,7 @@ class SocketTransport:
         sock.settimeout(timeout)
         try:
             report = sock.recv(64)
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):
             return None
         except OSError as exc:
             raise DeviceGoneError(str(exc)) from exc

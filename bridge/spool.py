@@ -133,6 +133,31 @@ class Spool:
             except sqlite3.Error as exc:
                 self._fail("write", exc)
 
+    def add_many(self, entries: list[Entry]) -> None:
+        """Several entries in one transaction (the I/O loop's batch of a turn)."""
+        if len(entries) == 1:
+            self.add(entries[0])
+            return
+        with self._lock:
+            if self._db is None or not entries:
+                return
+            wall_offset = time.time() - time.monotonic()
+            try:
+                self._db.execute("BEGIN")
+                for entry in entries:
+                    cursor = self._db.execute(
+                        "INSERT INTO entries (serial, topic, payload, properties, created)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        (entry.serial, entry.topic, entry.payload,
+                         json.dumps(entry.user_properties), wall_offset + entry.created),
+                    )
+                    entry.spool_id = cursor.lastrowid
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                for entry in entries:
+                    entry.spool_id = None
+                self._fail("write", exc)
+
     def remove(self, entries: Iterable[Entry]) -> None:
         ids = [(e.spool_id,) for e in entries if e.spool_id is not None]
         if not ids:
