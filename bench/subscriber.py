@@ -29,6 +29,12 @@ def main() -> int:
     args = parser.parse_args()
     arrivals: list[tuple[str, bytes, int]] = []
     subscribed = threading.Event()
+    out_lock = threading.Lock()
+
+    def say(line: str) -> None:  # two threads print: one whole line at a time
+        with out_lock:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
 
     def on_message(client: Any, userdata: Any, message: Any) -> None:
         now = time.monotonic_ns()
@@ -36,7 +42,7 @@ def main() -> int:
         if topic.endswith("/MMSMessage"):
             arrivals.append((topic, message.payload, now))
         elif topic.endswith("/Status"):
-            print(f"status {topic.split('/')[3]} {message.payload.decode()}", flush=True)
+            say(f"status {topic.split('/')[3]} {message.payload.decode()}")
 
     client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
     client.on_socket_open = lambda c, u, s: s.setsockopt(socket.IPPROTO_TCP,
@@ -49,9 +55,9 @@ def main() -> int:
     client.connect("127.0.0.1", args.port)
     client.loop_start()
     if not subscribed.wait(60):
-        print("error subscribing", flush=True)
+        say("error subscribing")
         return 1
-    print("ready", flush=True)
+    say("ready")
     for line in sys.stdin:
         if line.strip() == "stop":
             break

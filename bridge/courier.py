@@ -13,8 +13,8 @@ session carries them. An outbox changes carrier only when nothing is in flight, 
 Threads: everything here runs on the I/O loop's thread (``pump_once`` is one of its turn
 hooks; acks arrive there from paho), the thread that also drives every MQTT connection: no
 locks. Readers' threads only hand entries over (``enqueue``: a deque append and at most one
-wake-up per turn). The spool gets each turn's new entries in one transaction, never on a read
-thread. Without a loop (the model test) the caller turns the pump itself.
+wake-up per turn). The spool gets each turn's writes (new entries, acks) in one transaction,
+never on a read thread. Without a loop (the model test) the caller turns the pump itself.
 """
 
 from __future__ import annotations
@@ -245,7 +245,15 @@ class Courier:
     # -- the pump (the loop's thread) ---------------------------------------------------------
 
     def pump_once(self) -> None:
-        """One turn: new entries, acks, expiry, then fill every window."""
+        """One turn: new entries, acks, expiry, then fill every window; the spool's writes
+        of the whole turn in one transaction."""
+        if self._spool is None:
+            self._pump()
+            return
+        with self._spool.batch():
+            self._pump()
+
+    def _pump(self) -> None:
         self._take_incoming()
         self._process_acks()
         now = time.monotonic()
@@ -270,7 +278,7 @@ class Courier:
         while self._incoming:
             batch.append(self._incoming.popleft())
         if self._spool is not None:
-            self._spool.add_many(batch)  # one transaction per turn
+            self._spool.add_many(batch)
         for entry in batch:
             outbox = self._outbox(entry.serial)
             carrier = self._carrier(entry.serial)

@@ -204,6 +204,7 @@ class MqttLink:
         self._state: Literal["new", "waiting", "connecting", "open", "stopped"] = "new"
         self._next_attempt = 0.0
         self._misc_at = 0.0
+        self._events = 0  # what the selector watches on the current socket
         self._sub_mid: int | None = None
         self._lost = False
         self._ever_connected = False
@@ -349,8 +350,10 @@ class MqttLink:
         if self._client is client and client.want_write() and self.connected.is_set():
             self._drive(client.loop_write)  # before CONNACK the selector decides (read first)
         if self._client is client:
-            self._loop.register(self._sock, _READ | _WRITE if client.want_write() else _READ,
-                                self._on_io)
+            events = _READ | _WRITE if client.want_write() else _READ
+            if events != self._events:  # a selector change is a system call: only on change
+                self._events = events
+                self._loop.register(self._sock, events, self._on_io)
         return self._misc_at
 
     def _connect(self) -> None:
@@ -436,7 +439,8 @@ class MqttLink:
         self._state = "open"
         self._lost = False
         self._misc_at = time.monotonic() + MAX_SLEEP
-        self._loop.register(sock, _READ | _WRITE if client.want_write() else _READ, self._on_io)
+        self._events = _READ | _WRITE if client.want_write() else _READ
+        self._loop.register(sock, self._events, self._on_io)
 
     def _connect_failed(self, attempt: int, exc: BaseException) -> None:
         if attempt != self._attempt:
