@@ -52,7 +52,7 @@ class IoLoop:
         self._calls: deque[Callable[[], None]] = deque()
         self._signalled = False
         self._driven: list[Driven] = []
-        self._hooks: list[Callable[[], None]] = []
+        self._hooks: list[Callable[[], float | None]] = []
         self._thread: threading.Thread | None = None
         self._loop_thread: threading.Thread | None = None  # kept after stop(): in_loop()
         self._stop = False
@@ -133,11 +133,12 @@ class IoLoop:
         with contextlib.suppress(ValueError):
             self._driven.remove(driven)
 
-    def add_hook(self, hook: Callable[[], None]) -> None:
-        """Called on every turn (the courier's pump); may be added from any thread."""
+    def add_hook(self, hook: Callable[[], float | None]) -> None:
+        """Called on every turn (the courier's pump), returns when it next needs a turn (or
+        None); may be added from any thread."""
         self.call_soon(lambda: self._hooks.append(hook))
 
-    def remove_hook(self, hook: Callable[[], None]) -> None:
+    def remove_hook(self, hook: Callable[[], float | None]) -> None:
         def drop() -> None:
             with contextlib.suppress(ValueError):
                 self._hooks.remove(hook)
@@ -179,12 +180,15 @@ class IoLoop:
                 call()
             except Exception:
                 _log.exception("io_loop_call_failed")
+        deadline = now + MAX_SLEEP
         for hook in list(self._hooks):
             try:
-                hook()
+                due = hook()
             except Exception:
                 _log.exception("io_loop_hook_failed")
-        deadline = now + MAX_SLEEP
+                continue
+            if due is not None:
+                deadline = min(deadline, due)
         for driven in list(self._driven):
             try:
                 due = driven.service(now)
