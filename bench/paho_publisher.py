@@ -70,7 +70,7 @@ def publish(client: Any, topic: str, data: bytes, boot: str, seq: list[int]) -> 
     parse_message(data)
     payload = data.hex().upper().encode("ascii")
     seq[0] += 1
-    properties = PackedProperties(encode_publish_properties(
+    properties = PackedProperties.of(encode_publish_properties(
         (("boot_id", boot), ("seq", str(seq[0]))), expiry_interval=300))
     client.publish(topic, payload, qos=1, properties=properties)
 

@@ -25,6 +25,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -194,6 +195,7 @@ class MqttLink:
         self.last_error: str | None = None
         self._lock = threading.Lock()  # births only
         self._backoff = Backoff(options.reconnect_min_delay, options.reconnect_max_delay)
+        self.reconnect_delays: deque[float] = deque(maxlen=32)  # the last ones drawn
         self._paho_logger = logging.Logger(f"paho.{name}", logging.ERROR)
         self._paho_logger.addHandler(_LastError(self))
         self._paho_error: str | None = None
@@ -300,7 +302,7 @@ class MqttLink:
         properties: Properties | None = None
         if self.v5 and (user_properties or correlation_data is not None
                         or expiry_interval is not None):
-            properties = PackedProperties(encode_publish_properties(
+            properties = PackedProperties.of(encode_publish_properties(
                 user_properties, correlation_data=correlation_data,
                 expiry_interval=expiry_interval))
         try:
@@ -470,8 +472,10 @@ class MqttLink:
         self._wait_to_reconnect()
 
     def _wait_to_reconnect(self) -> None:
+        delay = self._backoff.next_delay()
+        self.reconnect_delays.append(delay)
         self._state = "waiting"
-        self._next_attempt = time.monotonic() + self._backoff.next_delay()
+        self._next_attempt = time.monotonic() + delay
 
     def _on_io(self, mask: int) -> None:
         client = self._client
