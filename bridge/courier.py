@@ -289,12 +289,16 @@ class Courier:
             self._finish_detaches(now)
         held = 0
         backlog = False
+        # Sending expires lazily; a backlog that cannot be sent is swept a few times a second.
+        sweep = now - self._gauges_at >= _GAUGES_EVERY
         for outbox in self._outboxes.values():
             if len(outbox):
-                outbox.expire()
+                if sweep:
+                    outbox.expire()
                 self._fill(outbox)
                 held += len(outbox)
-                backlog = backlog or outbox.waiting() > 0
+                if self._unspooled and not backlog:
+                    backlog = outbox.waiting() > 0
         if self._unspooled:
             self._spool_pending(flush=backlog, now=now)
         if held == 0 and not self._incoming:
@@ -349,6 +353,8 @@ class Courier:
                     self._release(serial, link)
 
     def _process_acks_only(self) -> None:
+        if not self._acks:
+            return
         delivered: dict[str, tuple[Outbox, list[Entry]]] = {}
         while self._acks:
             link_id, mid, failure = self._acks.popleft()
@@ -390,13 +396,14 @@ class Courier:
             live = entry.origin == (link_id, carrier.generation) and not entry.replayed
             properties = entry.user_properties if live else (*entry.user_properties, _REPLAYED)
             expiry = entry.expiry_interval(outbox.limits.ttl, now) if carrier.v5 else None
-            size = publish_packet_size(entry.topic, entry.payload, properties if carrier.v5
-                                       else (), qos=self.options.qos, expiry=expiry)
-            if limit and size > limit:
-                _log.error("outbox_message_oversize", serial=entry.serial, size=size,
-                           limit=limit)
-                outbox.complete(entry, dropped=DropReason.OVERSIZE)
-                continue
+            if limit:  # sized only when there is a limit to hold it against
+                size = publish_packet_size(entry.topic, entry.payload, properties if carrier.v5
+                                           else (), qos=self.options.qos, expiry=expiry)
+                if size > limit:
+                    _log.error("outbox_message_oversize", serial=entry.serial, size=size,
+                               limit=limit)
+                    outbox.complete(entry, dropped=DropReason.OVERSIZE)
+                    continue
             entry.replayed = not live
             try:
                 mid = carrier.publish(entry.topic, entry.payload, qos=self.options.qos,

@@ -349,13 +349,18 @@ class MqttLink:
         if now >= self._misc_at:
             self._misc_at = now + MAX_SLEEP
             self._drive(client.loop_misc)
-        if self._client is client and client.want_write() and self.connected.is_set():
+            if self._client is not client:
+                return None
+        pending = client.want_write()
+        if pending and self.connected.is_set():
             self._drive(client.loop_write)  # before CONNACK the selector decides (read first)
-        if self._client is client:
-            events = _READ | _WRITE if client.want_write() else _READ
-            if events != self._events:  # a selector change is a system call: only on change
-                self._events = events
-                self._loop.register(self._sock, events, self._on_io)
+            if self._client is not client:
+                return None
+            pending = client.want_write()
+        events = _READ | _WRITE if pending else _READ
+        if events != self._events:  # a selector change is a system call: only on change
+            self._events = events
+            self._loop.register(self._sock, events, self._on_io)
         return self._misc_at
 
     def _connect(self) -> None:
@@ -408,8 +413,10 @@ class MqttLink:
         # its alert, the reason we report, before we would write CONNECT).
         client.on_socket_register_write = self._on_register_write
         # paho formats a debug line for every packet when on_log is set; a logger at ERROR
-        # level costs nothing per packet and still hands us socket errors (TLS alerts).
-        client.enable_logger(self._paho_logger)
+        # level still costs a call per packet, so it is there only where its socket errors
+        # matter: TLS alerts, which paho reports nowhere else.
+        if self._tls_context is not None:
+            client.enable_logger(self._paho_logger)
         return client
 
     def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
