@@ -247,7 +247,7 @@ def default_loop() -> IoLoop:
     global _default  # noqa: PLW0603 - one loop per process, created lazily
     with _default_lock:
         if _default is None or _default.stopped:
-            _default = IoLoop()
+            _default = IoLoop(name="mqtt-io-shared")
         _default.start()
         return _default
 
