@@ -499,7 +499,17 @@ class MqttLink:
             self._drive(client.loop_write)
 
     def _drive(self, step: Callable[[], MQTTErrorCode]) -> None:
-        step()
+        try:
+            step()
+        except Exception:  # a bug in a callback: this connection ends, a fresh one follows
+            self._log.exception("mqtt_io_failed")
+            if self._client is not None and not self._lost:
+                self.ready.clear()
+                if self.connected.is_set():
+                    self.connected.clear()
+                    self._gauge(-1)
+                self.last_error = "connection dropped after an internal error"
+                self._lost = True
         if self._lost:
             self._connection_ended()
 
