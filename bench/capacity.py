@@ -158,6 +158,8 @@ def run_sale(flow: CardKind, serial: str = SERIAL) -> tuple[bytes, list[bytes], 
         reports += 1
     if not reader.present_card(flow):
         raise RuntimeError(f"the simulated reader did not start a transaction for {flow}")
+    if flow == "insert":
+        reader.remove_card()  # presented by hand, the card stays in the slot until taken out
     reassembler = Reassembler(report_len=reader.report_len)
     messages: list[bytes] = []
     while (report := reader.next_device_report(0.0)) is not None:

@@ -1,7 +1,8 @@
 """The bridge process: wiring, start-up, and a staged, time-boxed shutdown.
 
-Start: bridge-level MQTT session (``MagTek/Bridge/<host id>/Status`` = ``online``, will
-``offline``) and the reader supervisor, independently: readers are opened and identified even
+Start: bridge-level MQTT session (``MagTek/Bridge/<host id>/State`` = ``online``, will
+``offline``; never a ``Status`` topic, which reader lists would show as a device) and the
+reader supervisor, independently: readers are opened and identified even
 while the broker is unreachable (a store Pi often boots before its network).
 
 Stop (SIGTERM/SIGINT only set an event): stop scanning -> each reader publishes retained
@@ -13,32 +14,35 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from types import FrameType
 from typing import TYPE_CHECKING, Final
 
 import structlog
 
 from bridge import __version__
-from bridge.config import Settings
+from bridge.config import Settings, insecure_settings, plaintext_password
 from bridge.courier import Courier, CourierOptions
-from bridge.http import OpsServer
-from bridge.intake import Rejection, rejection_report
+from bridge.errors import ConfigError
+from bridge.ghosts import GhostSweeper, RootMemory, memory_file
+from bridge.http import OpsServer, raise_open_file_limit
+from bridge.intake import Rejection, clears_retained_command
 from bridge.metrics import Metrics
 from bridge.mqtt.link import InboundMessage, LinkOptions, MqttLink, Publication, TlsOptions
 from bridge.mqtt.loop import IoLoop
 from bridge.mqtt.topics import BridgeTopics, ReaderTopics, parse_send_command_topic
 from bridge.outbox import OutboxLimits
+from bridge.refusals import RefusalReporter
 from bridge.sdnotify import SystemdNotifier, watchdog_interval
 from bridge.session import SessionOptions
+from bridge.signals import stop_on_signals
+from bridge.simulator.control import apply_action, parse_present_topic, present_wildcard
 from bridge.spool import Spool
 from bridge.supervisor import Supervisor
+from bridge.throttle import ErrorReport
 from bridge.transport import Backend, get_backend
+from bridge.transport.simulated import SimulatedBus, SimulatedTransport
 from bridge.websocket import WebSocketEndpoint
 
 if TYPE_CHECKING:
@@ -57,8 +61,13 @@ CONNECT_STUCK_AFTER: Final = 60.0
 # How long a clean stop waits for the outboxes to empty through the bridge's session.
 DRAIN_TIMEOUT: Final = 2.0
 
+# After the first "no_reader_attached" warning, repeat it this often while it lasts.
+ABSENT_REPEAT: Final = 600.0
+
 ONLINE: Final = b"online"
 OFFLINE: Final = b"offline"
+READER_ABSENT: Final = Rejection(
+    "reader_absent", "the reader is not connected; nothing was stored")
 
 
 def link_options(settings: Settings) -> LinkOptions:
@@ -84,6 +93,7 @@ def link_options(settings: Settings) -> LinkOptions:
         reconnect_min_delay=m.reconnect_min_delay,
         reconnect_max_delay=m.reconnect_max_delay,
         max_inflight=settings.outbox.window + 8,
+        password_in_clear=plaintext_password(m),
     )
 
 
@@ -99,6 +109,9 @@ def session_options(settings: Settings) -> SessionOptions:
         max_message_size=r.max_message_size,
         command_timeout=r.command_timeout,
         identify_timeout=r.identify_timeout,
+        command_rate=r.command_rate,
+        command_burst=r.command_burst,
+        error_interval=r.error_interval,
         log_messages=settings.logging.level.lower() == "debug",
     )
 
@@ -114,10 +127,13 @@ def courier_options(settings: Settings) -> CourierOptions:
 
 
 def make_backend(settings: Settings) -> Backend:
-    if settings.readers.simulate > 0 or settings.readers.backend == "simulated":
-        return get_backend("simulated", count=max(1, settings.readers.simulate),
-                           stream_rate=settings.readers.simulate_stream_rate)
-    return get_backend(settings.readers.backend)
+    r = settings.readers
+    if r.simulate > 0 or r.backend == "simulated":
+        card = None if r.simulate_card == "manual" else r.simulate_card
+        return get_backend("simulated", count=max(1, r.simulate),
+                           stream_rate=r.simulate_stream_rate, auto_present=card,
+                           present_delay=r.simulate_present_delay)
+    return get_backend("hid", api=r.hid_api)
 
 
 class BridgeApp:
@@ -158,7 +174,12 @@ class BridgeApp:
             on_change=self._readers_changed,
             observers=(self.websocket.hub,) if self.websocket is not None else (),
         )
-        self.payments = self._payment_service()
+        self.payments = self._payment_service(options)
+        self.root_memory = RootMemory(memory_file(os.environ))
+        self.ghosts = GhostSweeper(
+            self.root_memory, prefix=settings.topics.prefix,
+            friendly_names=settings.topics.friendly_names,
+            publish=self._publish_now, served_now=self.supervisor.connected_roots)
         self.link = MqttLink(
             options,
             client_id=f"{settings.mqtt.client_id_prefix}-{settings.topics.host_id}",
@@ -167,7 +188,8 @@ class BridgeApp:
             births=[Publication(self.topics.status, ONLINE, qos=1, retain=True),
                     self._info_publication()],
             subscriptions=[(f"{settings.topics.prefix}+/+/SendCommand", 1),
-                           *(self.payments.subscriptions() if self.payments else ())],
+                           (self.topics.info, 1),  # our own retained info: roots served
+                           *self._simulator_subscriptions()],
             on_message=self._bridge_message,
             metrics=self.metrics,
             on_published=self.courier.published,
@@ -176,13 +198,29 @@ class BridgeApp:
             loop=self.loop,
         )
         self.courier.set_fallback(self.link)
-        if self.payments is not None:
-            self.payments.attach(self.link)
         self.ops: OpsServer | None = None
         if settings.metrics.enabled:
-            self.ops = OpsServer(self.metrics, liveness=self.liveness, readiness=self.readiness,
-                                 address=settings.metrics.address, port=settings.metrics.port)
+            self.ops = self._ops_server(settings)
         self._stopped = False
+        self._absent_since: float | None = time.monotonic()
+        self._absent_logged_at: float | None = None
+        # Refusals for absent readers, coalesced per reader root (only roots we served).
+        self._absent_errors: dict[str, RefusalReporter] = {}
+        self._absent_lock = threading.Lock()
+
+    def _ops_server(self, settings: Settings) -> OpsServer:
+        address, port = settings.metrics.address, settings.metrics.port
+        try:
+            return OpsServer(self.metrics, liveness=self.liveness, readiness=self.readiness,
+                             address=address, port=port,
+                             max_connections=settings.metrics.max_connections,
+                             request_timeout=settings.metrics.request_timeout)
+        except OSError as exc:
+            raise ConfigError(
+                f"metrics.port: cannot listen on {address}:{port} for /metrics, /healthz and "
+                f"/readyz: {exc.strerror or exc} (another magtek-bridge running? choose another "
+                "port with [metrics] port or MAGTEK_BRIDGE_METRICS__PORT, or disable it with "
+                "[metrics] enabled = false)") from exc
 
     def _open_spool(self, settings: Settings) -> Spool | None:
         path = settings.outbox.spool_file(os.environ)
@@ -198,20 +236,39 @@ class BridgeApp:
         self.metrics.spool_enabled.set(1 if spool.ok else 0)
         return spool
 
-    def _payment_service(self) -> PaymentRequestService | None:
-        """The MPPG request/response service on the bridge link, when ``[mppg]`` enables it."""
+    def _payment_service(self, options: LinkOptions) -> PaymentRequestService | None:
+        """The MPPG request/response service, on its own persistent MQTT session (requests
+        sent while the bridge is down are kept; reader commands never are), when ``[mppg]``
+        enables it."""
         if not self.settings.mppg.enabled:
             return None
         from bridge.mppg.service import PaymentRequestService  # noqa: PLC0415 - optional part
 
-        return PaymentRequestService(self.settings.mppg, self.topics.root,
-                                     registry=self.metrics.registry)
+        return PaymentRequestService(
+            self.settings.mppg, self.topics.root, registry=self.metrics.registry,
+            link_options=options, link_metrics=self.metrics, environ=dict(os.environ),
+            loop=self.loop,
+            client_id=f"{self.settings.mqtt.client_id_prefix}-{self.settings.topics.host_id}"
+                      "-payments")
+
+    def _simulator_subscriptions(self) -> list[tuple[str, int]]:
+        if not isinstance(self.backend, SimulatedBus):
+            return []
+        return [(present_wildcard(self.settings.topics.prefix), 1)]
+
+    def _publish_now(self, publication: Publication) -> None:
+        self.link.publish(publication.topic, publication.payload, qos=publication.qos,
+                          retain=publication.retain, kind="status")
 
     def _bridge_message(self, inbound: InboundMessage) -> None:
-        """Messages on the bridge's own session: payment requests, or stray commands."""
-        if inbound.topic.startswith(self.topics.root + "/"):
-            if self.payments is not None:
-                self.payments.on_message(inbound)
+        """Messages on the bridge's own session: its retained info, simulator actions, or
+        stray reader commands."""
+        if inbound.topic == self.topics.info:
+            self._own_info(inbound)
+            return
+        present_root = parse_present_topic(self.settings.topics.prefix, inbound.topic)
+        if present_root is not None:
+            self._simulator_action(present_root, inbound.payload)
             return
         self._command_without_reader(inbound)
 
@@ -239,6 +296,9 @@ class BridgeApp:
         connecting = self.loop.connector_busy_since
         if connecting is not None and now - connecting > CONNECT_STUCK_AFTER:
             stuck.append("mqtt-connect")
+        payments = self.payments.link if self.payments is not None else None
+        if payments is not None and not payments.thread_alive():
+            stuck.append("mqtt-payments")
         return (not stuck), {"stuck": stuck}
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
@@ -246,6 +306,9 @@ class BridgeApp:
         reasons: list[str] = []
         if not self.link.connected.is_set():
             reasons.append(f"mqtt: {self.link.last_error or 'not connected'}")
+        payments = self.payments.link if self.payments is not None else None
+        if payments is not None and not payments.connected.is_set():
+            reasons.append(f"mqtt payments: {payments.last_error or 'not connected'}")
         open_serials: list[str] = []
         for session in self.supervisor.sessions():
             if session.identity is None or not session.alive:
@@ -256,11 +319,41 @@ class BridgeApp:
         missing = sorted(set(self.settings.readers.expected) - set(open_serials))
         if missing:
             reasons.append(f"expected readers not open: {', '.join(missing)}")
-        details: dict[str, object] = {"reasons": reasons, "readers": sorted(open_serials)}
+        # A bridge without a reader serves no till: not ready, and said so apart from the
+        # broker ("state"), so an alert can tell a cable from a network problem.
+        if not open_serials and not missing:
+            reasons.append("no readers: no MagTek reader is open (see 'magtek-bridge devices')")
+        state = "ready" if not reasons else (
+            "no_readers" if not open_serials and self.link.connected.is_set() else "not_ready")
+        details: dict[str, object] = {"state": state, "reasons": reasons,
+                                      "readers": sorted(open_serials)}
         if self.spool is not None:
             # Degraded, not unready: the in-memory outbox still delivers.
             details["spool"] = "ok" if self.spool.ok else f"off: {self.spool.failure}"
         return (not reasons), details
+
+    def check_readers(self, now: float | None = None) -> None:
+        """Warn when no reader has been open for ``readers.absent_warning`` seconds, then
+        every ``ABSENT_REPEAT`` seconds while it lasts: otherwise a service with its reader
+        unplugged, or hidden by permissions, looks healthy in the journal."""
+        grace = self.settings.readers.absent_warning
+        now = time.monotonic() if now is None else now
+        if any(s.identity is not None and s.alive for s in self.supervisor.sessions()):
+            if self._absent_logged_at is not None:
+                _log.info("reader_attached_again")
+            self._absent_since = self._absent_logged_at = None
+            return
+        if self._absent_since is None:
+            self._absent_since = now
+        if grace <= 0 or now - self._absent_since < grace:
+            return
+        if self._absent_logged_at is None or now - self._absent_logged_at >= ABSENT_REPEAT:
+            self._absent_logged_at = now
+            _log.warning(
+                "no_reader_attached", seconds=round(now - self._absent_since),
+                backend=getattr(self.backend, "name", "?"),
+                hint="check the USB cable; 'magtek-bridge devices' lists what this host sees; "
+                     "the udev rule 70-magtek-mms.rules gives the hidraw node to group magtek")
 
     def _info_publication(self) -> Publication:
         roots = self.supervisor.connected_roots()
@@ -272,6 +365,8 @@ class BridgeApp:
             "device_prefix": self.settings.topics.prefix,
             "protocol": self.settings.mqtt.protocol,
             "readers": roots,
+            # What a restart without a state directory reads back (bridge.ghosts).
+            "served_roots": self.root_memory.as_json(),
         }
         return Publication(self.topics.info, json.dumps(info).encode(), qos=1, retain=True)
 
@@ -282,18 +377,55 @@ class BridgeApp:
         root = parse_send_command_topic(self.settings.topics.prefix, inbound.topic)
         if root is None or inbound.retain or not self.supervisor.known_root(root):
             return
+        if clears_retained_command(inbound.payload):
+            return  # clearing a retained command: nothing to run, nothing to refuse
         session = self.supervisor.session_for_root(root)
         if session is not None and session.link is not None and session.link.ready.is_set():
             return  # the reader's own session has it
-        rejection = Rejection("reader_absent", "the reader is not connected; nothing was stored")
-        self.metrics.command_rejected(rejection.reason)
-        _log.warning("command_rejected", reason=rejection.reason, topic=inbound.topic,
-                     size=len(inbound.payload))
-        report = rejection_report(rejection, topic=inbound.topic, size=len(inbound.payload))
-        self.link.publish(ReaderTopics.for_root(root).error, report, qos=1,
-                          kind="error", correlation_data=inbound.correlation_data)
+        self.metrics.command_rejected(READER_ABSENT.reason)
+        with self._absent_lock:
+            reporter = self._absent_errors.get(root)
+            if reporter is None:
+                reporter = self._absent_errors[root] = self._absent_reporter(root)
+        reporter.refused(READER_ABSENT, topic=inbound.topic, size=len(inbound.payload),
+                         correlation_data=inbound.correlation_data)
+
+    def _absent_reporter(self, root: str) -> RefusalReporter:
+        error_topic = ReaderTopics.for_root(root).error
+
+        def send(report: ErrorReport, topic: str | None, size: int,
+                 correlation_data: bytes | None) -> None:
+            _log.warning("command_rejected", reason=report.reason, detail=report.detail,
+                         topic=topic, size=size, root=root, suppressed=report.suppressed)
+            self.link.publish(error_topic, report.body, qos=1, kind="error",
+                              correlation_data=correlation_data)
+
+        return RefusalReporter(interval=self.settings.readers.error_interval, burst=5,
+                               send=send, summary_topic=f"{root}/SendCommand")
+
+    def _own_info(self, inbound: InboundMessage) -> None:
+        """Our retained info as the broker kept it: the roots a previous run served."""
+        if not inbound.retain:
+            return
+        self.ghosts.seed(inbound.payload)
+        self._readers_changed()
+
+    def _simulator_action(self, root: str, payload: bytes) -> None:
+        """``<root>/Simulator/Present``: a card for a simulated reader, never a real one."""
+        session = self.supervisor.session_for_root(root)
+        transport = session.transport if session is not None else None
+        if not isinstance(transport, SimulatedTransport):
+            _log.warning("simulator_action_refused", root=root,
+                         reason="not a connected simulated reader")
+            return
+        done, what = apply_action(transport.reader, payload)
+        _log.info("simulator_action", root=root, done=done, result=what)
 
     def _readers_changed(self) -> None:
+        for session in self.supervisor.sessions():
+            identity = session.identity
+            if identity is not None and session.alive:
+                self.ghosts.reader_identified(identity.serial, identity.model, identity.root)
         info = self._info_publication()
         self.link.set_births([Publication(self.topics.status, ONLINE, qos=1, retain=True), info])
         if self.link.connected.is_set():
@@ -302,7 +434,10 @@ class BridgeApp:
     def start(self) -> None:
         _log.info("bridge_starting", version=__version__, host_id=self.settings.topics.host_id,
                   broker=f"{self.settings.mqtt.host}:{self.settings.mqtt.port}",
-                  backend=getattr(self.backend, "name", "?"))
+                  backend=getattr(self.backend, "name", "?"),
+                  hid_api=getattr(self.backend, "api", None))
+        for setting, why in insecure_settings(self.settings):
+            _log.warning("insecure_setting", setting=setting, detail=why)
         if self.websocket is not None:
             # First: a port that cannot be bound stops the start before anything else runs.
             self.websocket.start(self.supervisor)
@@ -313,6 +448,7 @@ class BridgeApp:
         if self.payments is not None:
             self.payments.start()
         self.link.start()
+        self.ghosts.sweep()  # roots remembered in the state directory (queued until connected)
         self.supervisor.start()
 
     def stop(self) -> None:
@@ -323,6 +459,9 @@ class BridgeApp:
         if self.websocket is not None:
             self.websocket.stop()  # clients first: no new commands while readers close
         self.supervisor.stop()
+        with self._absent_lock:
+            for reporter in self._absent_errors.values():
+                reporter.close()
         # Messages taken back from the readers' sessions get a last chance on the bridge's
         # own; whatever remains stays in the spool for the next start.
         if self.link.ready.is_set():
@@ -355,6 +494,7 @@ class BridgeApp:
         notifier.notify("READY=1", "STATUS=bridging readers to MQTT")
         try:
             while not stop.wait(tick):
+                self.check_readers()
                 if interval:
                     alive, details = self.liveness()
                     if alive:
@@ -367,27 +507,8 @@ class BridgeApp:
         return 0
 
 
-@contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM/SIGINT set ``stop``; a second one exits at once. Restores the old handlers."""
-    hits: list[float] = []
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        hits.append(time.monotonic())
-        _log.info("signal_received", signal=signal.Signals(signum).name)
-        if len(hits) > 1:
-            raise SystemExit(1)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 def run(settings: Settings, *, backend: Backend | None = None) -> int:
+    raise_open_file_limit()  # idle HTTP/WebSocket clients hold descriptors
     stop = threading.Event()
     app = BridgeApp(settings, backend=backend)
     with stop_on_signals(stop):

@@ -15,6 +15,17 @@ from typing import Any
 from bridge import __version__
 from bridge.errors import BridgeError, ConfigError, ProtocolError
 from bridge.mppg.cli import add_payreq_parser
+from bridge.opscli import (
+    add_config_parser,
+    add_health_parser,
+    add_monitor_parser,
+    add_send_parser,
+    cmd_config,
+    cmd_health,
+    cmd_monitor,
+    cmd_send,
+    warn_unknown_env,
+)
 
 EXIT_CONFIG = 2
 
@@ -23,7 +34,8 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="PATH",
                         help="TOML config file (default: $MAGTEK_BRIDGE_CONFIG or "
                              "/etc/magtek-bridge/config.toml)")
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        help="log level (overrides logging.level)")
 
 
 def _add_broker_args(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the bridge daemon")
+    run = sub.add_parser(
+        "run", help="run the bridge daemon",
+        description="Run the bridge: open MagTek MMS readers (hidraw/hidapi, or simulated ones) "
+                    "and relay them to the MQTT broker until SIGTERM/SIGINT. Logs go to stderr "
+                    "(JSON lines unless on a terminal); metrics and health on [metrics] "
+                    "address:port.")
     _add_config_args(run)
     run.add_argument("--simulate", type=int, metavar="N",
                      help="use N simulated DynaFlex II readers instead of hidapi")
@@ -48,33 +65,39 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("hex", nargs="+", help="the message as hex (spaces allowed)")
     decode.add_argument("--json", action="store_true", help="machine-readable output")
 
-    devices = sub.add_parser("devices", help="list attached MagTek MMS readers (hidapi)")
-    devices.add_argument("--json", action="store_true")
+    devices = sub.add_parser("devices", help="list attached MagTek MMS readers (hidapi), "
+                                             "and hidraw nodes it cannot open, with why")
+    _add_config_args(devices)
+    devices.add_argument("--hid-api", choices=["auto", "hidraw", "libusb"],
+                         help="hidapi module (overrides readers.hid_api)")
+    devices.add_argument("--json", action="store_true", help="machine-readable output")
 
-    send = sub.add_parser("send", help="send a command to a reader through the broker")
-    _add_config_args(send)
-    _add_broker_args(send)
-    send.add_argument("root", help="reader root topic, a serial, or 'auto' for the only reader")
-    send.add_argument("command", help="command as hex, or a name such as get_serial")
-    send.add_argument("--timeout", type=float, default=10.0)
-    send.add_argument("--follow", type=float, default=0.0, metavar="SECONDS",
-                      help="keep printing notifications this long after the response")
-    send.add_argument("--json", action="store_true")
-
-    monitor = sub.add_parser("monitor", help="print decoded reader messages as they arrive")
-    _add_config_args(monitor)
-    _add_broker_args(monitor)
-    monitor.add_argument("root", nargs="?", help="one reader root (default: all readers)")
-    monitor.add_argument("--count", type=int, default=0, help="stop after N messages")
-    monitor.add_argument("--duration", type=float, default=0.0, help="stop after SECONDS")
-    monitor.add_argument("--json", action="store_true")
+    add_send_parser(sub, _add_config_args, _add_broker_args)
+    add_monitor_parser(sub, _add_config_args, _add_broker_args)
+    add_config_parser(sub)
+    add_health_parser(sub, _add_config_args)
 
     add_payreq_parser(sub, _add_config_args)
 
+    clear = sub.add_parser("clear-root", help="clear a reader root's retained Status and Info "
+                                             "(a ghost reader) on the broker")
+    _add_config_args(clear)
+    _add_broker_args(clear)
+    clear.add_argument("root", help="the reader root, e.g. MagTek/Device/DynaFlexII/B123456")
+    clear.add_argument("--force", action="store_true", help="even if it says connected")
+
+    present = sub.add_parser("present", help="present or remove a card on a simulated reader")
+    _add_config_args(present)
+    _add_broker_args(present)
+    present.add_argument("root", help="reader root topic, a serial, or 'auto' for the only one")
+    present.add_argument("action", choices=["insert", "swipe", "tap", "remove"],
+                         help="what the person does with the card")
+
     demo = sub.add_parser("demo", help="embedded broker + simulated reader + bridge, scripted")
-    demo.add_argument("--card", choices=["tap", "insert", "swipe"], default="tap")
+    demo.add_argument("--card", choices=["tap", "insert", "swipe"], default="tap",
+                      help="how the simulated card is presented (default: tap)")
     demo.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
-                      default="warning")
+                      default="warning", help="log level of the embedded bridge")
     return parser
 
 
@@ -100,6 +123,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides["readers"] = {"simulate": args.simulate, "backend": "simulated"}
     settings = _settings(args, overrides)
     configure_logging(settings.logging.level, settings.logging.format)
+    warn_unknown_env()
     return run(settings)
 
 
@@ -119,44 +143,10 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
-    from bridge.transport import get_backend  # noqa: PLC0415
-
-    found = get_backend("hid").enumerate()
-    if args.json:
-        print(json.dumps([
-            {"path": d.path, "vendor_id": f"0x{d.vendor_id:04X}",
-             "product_id": f"0x{d.product_id:04X}", "product": d.product,
-             "usb_serial": d.usb_serial} for d in found
-        ], indent=2))
-    elif not found:
-        print("No MagTek MMS readers found (vendor 0x0801). Check the USB cable, and that the "
-              "udev rule systemd/70-magtek-mms.rules is installed.")
-    else:
-        for d in found:
-            print(f"{d.path}  {d.vendor_id:04X}:{d.product_id:04X}  {d.product}  "
-                  f"usb-serial={d.usb_serial or '-'}")
-    return 0
-
-
-def _cmd_send(args: argparse.Namespace) -> int:
-    from bridge import client  # noqa: PLC0415
-    from bridge.app import link_options  # noqa: PLC0415
+    from bridge.devices import list_devices  # noqa: PLC0415
 
     settings = _settings(args)
-    options = link_options(settings)
-    command = client.command_bytes(args.command)
-    root = client.resolve_root(options, settings.topics.prefix, args.root)
-    return client.send(options, root, command, timeout=args.timeout, follow=args.follow,
-                       as_json=args.json)
-
-
-def _cmd_monitor(args: argparse.Namespace) -> int:
-    from bridge import client  # noqa: PLC0415
-    from bridge.app import link_options  # noqa: PLC0415
-
-    settings = _settings(args)
-    return client.monitor(link_options(settings), settings.topics.prefix, args.root,
-                          count=args.count, duration=args.duration, as_json=args.json)
+    return list_devices(args.hid_api or settings.readers.hid_api, sys.stdout, as_json=args.json)
 
 
 def _cmd_payreq(args: argparse.Namespace) -> int:
@@ -169,6 +159,23 @@ def _cmd_payreq(args: argparse.Namespace) -> int:
     return run_payreq(args, settings)
 
 
+def _cmd_clear_root(args: argparse.Namespace) -> int:
+    from bridge.app import link_options  # noqa: PLC0415
+    from bridge.ghosts import clear_root  # noqa: PLC0415
+
+    done, what = clear_root(link_options(_settings(args)), args.root, force=args.force)
+    print(what, file=sys.stdout if done else sys.stderr)
+    return 0 if done else 4
+
+
+def _cmd_present(args: argparse.Namespace) -> int:
+    from bridge.app import link_options  # noqa: PLC0415
+    from bridge.simulator.cli import present  # noqa: PLC0415
+
+    settings = _settings(args)
+    return present(link_options(settings), settings.topics.prefix, args.root, args.action)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from bridge.demo import run_demo  # noqa: PLC0415
 
@@ -179,10 +186,14 @@ _COMMANDS = {
     "run": _cmd_run,
     "decode": _cmd_decode,
     "devices": _cmd_devices,
-    "send": _cmd_send,
-    "monitor": _cmd_monitor,
+    "send": lambda args: cmd_send(args, _settings(args)),
+    "monitor": lambda args: cmd_monitor(args, _settings(args)),
+    "config": cmd_config,
+    "health": lambda args: cmd_health(args, _settings(args)),
     "demo": _cmd_demo,
     "payreq": _cmd_payreq,
+    "clear-root": _cmd_clear_root,
+    "present": _cmd_present,
 }
 
 

@@ -11,6 +11,7 @@ import queue
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from typing import Final, TextIO
 
 from bridge.errors import ProtocolError
@@ -35,7 +36,10 @@ _CONNECT_TIMEOUT: Final = 10.0
 
 
 def _connect(options: LinkOptions, subscriptions: list[tuple[str, int]],
-             inbox: queue.Queue[InboundMessage], role: str) -> MqttLink:
+             inbox: queue.Queue[InboundMessage], role: str,
+             timeout: float = _CONNECT_TIMEOUT) -> MqttLink:
+    """Connected and subscribed (SUBACK received), or ``ConnectionError`` at the first failed
+    attempt: a tool must not sit in paho's retry loop while the operator waits."""
     link = MqttLink(
         options,
         client_id=f"magtek-bridge-{role}-{secrets.token_hex(3)}",
@@ -44,9 +48,14 @@ def _connect(options: LinkOptions, subscriptions: list[tuple[str, int]],
         on_message=inbox.put,
     )
     link.start()
-    if not link.wait_ready(_CONNECT_TIMEOUT):
-        link.stop()
-        raise TimeoutError(link.last_error or "no answer from the broker")
+    deadline = time.monotonic() + timeout
+    while not link.wait_ready(0.05):
+        if link.last_error is not None or time.monotonic() >= deadline:
+            error = link.last_error or f"no answer within {timeout:g} s"
+            link.stop()
+            raise ConnectionError(
+                f"broker {options.host}:{options.port}: {error} (set --host/--port, "
+                "[mqtt] in the config, or MAGTEK_BRIDGE_MQTT__HOST/__PORT)")
     return link
 
 
@@ -143,18 +152,27 @@ def monitor(
     duration: float = 0.0,
     as_json: bool = False,
     out: TextIO = sys.stdout,
+    on_ready: Callable[[list[str]], None] | None = None,
 ) -> int:
-    """Print decoded messages and status changes as they arrive (all readers, or one)."""
+    """Print decoded messages and status changes as they arrive (all readers, or one).
+
+    ``duration`` bounds the whole run, connecting included; ``on_ready`` is called with the
+    topic filters once the broker has acknowledged the subscription (nothing is missed after).
+    """
+    started = time.monotonic()
+    deadline = started + duration if duration > 0 else float("inf")
     base = root.rstrip("/") if root else prefix + "+/+"
     subs = [(f"{base}/{leaf}", 1) for leaf in ("MMSMessage", "Status", "Error", "Info")]
     inbox: queue.Queue[InboundMessage] = queue.Queue()
-    link = _connect(options, subs, inbox, "monitor")
+    link = _connect(options, subs, inbox, "monitor",
+                    timeout=min(_CONNECT_TIMEOUT, duration) if duration > 0 else _CONNECT_TIMEOUT)
+    if on_ready is not None:
+        on_ready([topic for topic, _ in subs])
     seen = 0
-    deadline = time.monotonic() + duration if duration > 0 else float("inf")
     try:
         while time.monotonic() < deadline and (count <= 0 or seen < count):
             try:
-                msg = inbox.get(timeout=0.2)
+                msg = inbox.get(timeout=max(0.0, min(0.2, deadline - time.monotonic())))
             except queue.Empty:
                 continue
             seen += 1

@@ -26,6 +26,7 @@ from pydantic_settings import (
     InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from bridge.errors import ConfigError
@@ -35,6 +36,7 @@ DEFAULT_CONFIG_PATH: Final = Path("/etc/magtek-bridge/config.toml")
 ENV_PREFIX: Final = "MAGTEK_BRIDGE_"
 CONFIG_ENV: Final = "MAGTEK_BRIDGE_CONFIG"
 _LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+MIN_TOKEN_LENGTH: Final = 16
 
 
 def _default_host_id() -> str:
@@ -88,6 +90,9 @@ class MqttSettings(_Section):
     reconnect_min_delay: float = Field(default=0.5, gt=0)
     reconnect_max_delay: float = Field(default=10.0, gt=0)
     require_tls: bool = False
+    # A password to a broker beyond loopback over plain TCP travels in clear: refused unless
+    # this says it is meant (then warned at every connect).
+    allow_password_without_tls: bool = False
     tls: TlsSettings = TlsSettings()
 
     @field_validator("protocol", mode="before")
@@ -115,14 +120,27 @@ class TopicsSettings(_Section):
 
 class ReadersSettings(_Section):
     backend: Literal["hid", "simulated"] = "hid"
+    # Which hidapi module: "auto" = hidraw on Linux, native elsewhere (bridge.transport.hid).
+    hid_api: Literal["auto", "hidraw", "libusb"] = "auto"
     simulate: int = Field(default=0, ge=0, le=64)
     simulate_stream_rate: float = Field(default=0.0, ge=0, le=1_000_000)
+    # Simulated readers: the card they present once a transaction waits (the preference when
+    # it allows several kinds), or "manual" (only when asked: <root>/Simulator/Present).
+    simulate_card: Literal["tap", "insert", "swipe", "manual"] = "tap"
+    simulate_present_delay: float = Field(default=1.0, ge=0, le=600)
     scan_interval: float = Field(default=1.0, gt=0, le=60)
     read_timeout: float = Field(default=0.05, gt=0, le=5)
     max_message_size: int = Field(default=1 << 20, ge=64, le=3_997_756)
     command_timeout: float = Field(default=5.0, gt=0)
     identify_timeout: float = Field(default=2.0, gt=0)
     expected: list[str] = []
+    # Hostile or buggy clients: commands a reader takes per second (with a burst), and how
+    # often a refusal is reported on <root>/Error once the first few went out in full.
+    command_rate: float = Field(default=50.0, gt=0, le=100_000)
+    command_burst: int = Field(default=100, ge=1, le=100_000)
+    error_interval: float = Field(default=1.0, gt=0, le=3600)
+    # No reader open for this long: a warning (then every few minutes); 0 = never.
+    absent_warning: float = Field(default=30.0, ge=0)
 
 
 class OutboxSettings(_Section):
@@ -168,6 +186,10 @@ class MetricsSettings(_Section):
     enabled: bool = True
     address: str = "127.0.0.1"
     port: int = Field(default=9108, ge=0, le=65535)
+    # Slow or idle clients: connections held at once (the oldest idle one makes room for a
+    # new one) and how long one may take to send its request and read the answer.
+    max_connections: int = Field(default=64, ge=1, le=10_000)
+    request_timeout: float = Field(default=5.0, gt=0, le=300)
 
 
 def _is_loopback(host: str) -> bool:
@@ -195,6 +217,13 @@ class MppgSettings(_Section):
     relay_reconnect_min_delay: float = Field(default=1.0, gt=0)
     relay_reconnect_max_delay: float = Field(default=30.0, gt=0)
     queue_size: int = Field(default=32, ge=1, le=10_000)
+    # Issue 19: concurrency, limits, durability (README "Payment requests").
+    workers: int = Field(default=4, ge=1, le=64)
+    operation_timeout: float = Field(default=30.0, gt=0, le=600)
+    max_request_bytes: int = Field(default=64 * 1024, ge=1024, le=16 << 20)
+    max_json_depth: int = Field(default=32, ge=4, le=512)
+    session_expiry: int = Field(default=3600, ge=0, le=7 * 86_400)
+    state_dir: Path | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -227,6 +256,8 @@ class WebSocketAuthSettings(_Section):
     username: str | None = None
     password: SecretStr | None = None
     password_file: Path | None = None
+    # Credentials beyond loopback travel only over wss:// unless this says plain ws:// is meant.
+    allow_without_tls: bool = False
 
     def token_value(self) -> str | None:
         return _secret(self.token, self.token_file, "websocket.auth.token_file")
@@ -313,6 +344,61 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
 
 
+def config_file_path(config_path: str | os.PathLike[str] | None,
+                     environ: Mapping[str, str]) -> tuple[Path, bool]:
+    """The file to read, and whether it was named (``--config`` or ``$MAGTEK_BRIDGE_CONFIG``:
+    then it must exist) rather than the default (which may be missing)."""
+    explicit = config_path if config_path is not None else environ.get(CONFIG_ENV)
+    return (Path(explicit), True) if explicit else (DEFAULT_CONFIG_PATH, False)
+
+
+def read_config_file(config_path: str | os.PathLike[str] | None,
+                     environ: Mapping[str, str]) -> tuple[Path, dict[str, Any]]:
+    """The config file's path and its TOML tables ({} for a missing default file)."""
+    path, explicit = config_file_path(config_path, environ)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory, not a file: give the TOML file "
+                          f"itself, e.g. {path / 'config.toml'}")
+    if path.is_file():
+        return path, _read_toml(path)
+    if explicit:
+        named = "$" + CONFIG_ENV if config_path is None else "--config"
+        raise ConfigError(f"config file {path} does not exist (named by {named})")
+    return path, {}
+
+
+def env_var_name(loc: tuple[int | str, ...]) -> str:
+    """The environment variable for a config key: ("mqtt", "port") -> MAGTEK_BRIDGE_MQTT__PORT."""
+    return ENV_PREFIX + "__".join(str(part).upper() for part in loc)
+
+
+def _describe_error(err: Any, env: Mapping[str, str]) -> str:
+    """``mqtt.port: <reason>``, naming the environment variable when the value came from one."""
+    loc = tuple(err["loc"])
+    text = f"{'.'.join(str(p) for p in loc)}: {err['msg']}"
+    upper = {k.upper(): k for k in env}
+    for depth in range(len(loc), 0, -1):  # the key itself, or a table given as JSON
+        name = upper.get(env_var_name(loc[:depth]))
+        if name is not None:
+            return f"{text} (from environment variable {name}={_shown(name, env[name])})"
+    return text
+
+
+def _shown(name: str, value: str) -> str:
+    return "<redacted>" if re.search(r"PASSWORD|TOKEN|SECRET", name, re.I) else repr(value)
+
+
+def _describe_settings_error(exc: SettingsError, env: Mapping[str, str]) -> str:
+    """pydantic-settings names only the field when a table/list variable is not JSON."""
+    match = re.search(r'field "(\w+)"', str(exc))
+    section = env_var_name((match.group(1),)) + "__" if match else ENV_PREFIX
+    names = sorted(k for k, v in env.items()
+                   if k.upper().startswith(section) and v.lstrip()[:1] in "[{")
+    culprits = ", ".join(f"{k}={_shown(k, env[k])}" for k in names) or "see " + section + "*"
+    return (f"invalid environment: {culprits}: a list or table value must be valid JSON, "
+            'e.g. \'["B123456"]\'')
+
+
 def load_settings(
     config_path: str | os.PathLike[str] | None = None,
     *,
@@ -331,23 +417,16 @@ def load_settings(
         ConfigError: naming the file and every bad key with its reason.
     """
     env = dict(os.environ if environ is None else environ)
-    explicit = config_path if config_path is not None else env.get(CONFIG_ENV)
-    path = Path(explicit) if explicit else DEFAULT_CONFIG_PATH
-    if path.is_file():
-        toml_data = _read_toml(path)
-    elif explicit:
-        raise ConfigError(f"config file {path} does not exist")
-    else:
-        toml_data = {}
+    path, toml_data = read_config_file(config_path, env)
     token = _SOURCES.set((toml_data, env))
     try:
         settings = Settings(**dict(overrides or {}))
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(_describe_error(err, env) for err in exc.errors())
         where = f" (file {path})" if toml_data else ""
         raise ConfigError(f"invalid configuration{where}: {problems}") from None
+    except SettingsError as exc:  # e.g. a list or table variable that is not valid JSON
+        raise ConfigError(_describe_settings_error(exc, env)) from None
     finally:
         _SOURCES.reset(token)
     _check_files(settings, env)
@@ -358,6 +437,7 @@ def _check_files(settings: Settings, env: Mapping[str, str]) -> None:
     tls = settings.mqtt.tls
     if settings.mqtt.require_tls and not tls.enabled:
         raise ConfigError("mqtt.require_tls: TLS is required but mqtt.tls.enabled is false")
+    _check_mqtt_exposure(settings.mqtt)
     if tls.enabled:
         for key in ("ca_file", "cert_file", "key_file", "key_password_file"):
             value = getattr(tls, key)
@@ -376,6 +456,48 @@ def _check_files(settings: Settings, env: Mapping[str, str]) -> None:
     _check_mppg(settings.mppg)
     if settings.websocket.enabled:
         _check_websocket(settings.websocket)
+
+
+def _check_mqtt_exposure(mqtt: MqttSettings) -> None:
+    """Settings that would quietly send secrets in clear are errors, not surprises."""
+    tls = mqtt.tls
+    if not tls.enabled:
+        for key in ("ca_file", "cert_file", "key_file", "key_password_file"):
+            if getattr(tls, key) is not None:
+                raise ConfigError(
+                    f"mqtt.tls.{key}: set while mqtt.tls.enabled is false, so the connection "
+                    "would be plain TCP; set mqtt.tls.enabled = true (or remove the key)")
+    has_password = mqtt.password is not None or mqtt.password_file is not None
+    if (has_password and not tls.enabled and not _is_loopback(mqtt.host)
+            and not mqtt.allow_password_without_tls):
+        raise ConfigError(
+            f"mqtt.password: would be sent in clear to {mqtt.host} (plain TCP beyond loopback); "
+            "enable mqtt.tls, or set mqtt.allow_password_without_tls = true if that is meant")
+
+
+def plaintext_password(mqtt: MqttSettings) -> bool:
+    """Does the broker connection send a password in clear beyond this machine?"""
+    has_password = mqtt.password is not None or mqtt.password_file is not None
+    return has_password and not mqtt.tls.enabled and not _is_loopback(mqtt.host)
+
+
+def insecure_settings(settings: Settings) -> list[tuple[str, str]]:
+    """(setting, why) for every weakened protection the configuration asks for: logged as a
+    warning at start so nobody runs one by accident."""
+    found: list[tuple[str, str]] = []
+    if settings.mqtt.tls.enabled and not settings.mqtt.tls.check_hostname:
+        found.append(("mqtt.tls.check_hostname",
+                      "the broker certificate is not checked against its host name: anyone "
+                      "with a certificate from the same CA can pose as the broker"))
+    if plaintext_password(settings.mqtt):
+        found.append(("mqtt.allow_password_without_tls",
+                      f"the MQTT password goes in clear to {settings.mqtt.host}"))
+    ws = settings.websocket
+    if (ws.enabled and ws.auth.mode != "none" and ws.tls.cert_file is None
+            and not _is_loopback(ws.address)):
+        found.append(("websocket.auth.allow_without_tls",
+                      f"WebSocket credentials travel in clear (ws:// on {ws.address})"))
+    return found
 
 
 def _check_mppg(mppg: MppgSettings) -> None:
@@ -402,6 +524,18 @@ def _check_websocket(ws: WebSocketSettings) -> None:
     if auth.mode == "token" and not auth.token_value():
         raise ConfigError("websocket.auth.mode: 'token' needs websocket.auth.token_file or "
                           "MAGTEK_BRIDGE_WEBSOCKET__AUTH__TOKEN")
+    if auth.mode == "token":
+        token = auth.token_value() or ""
+        if len(token.strip()) < MIN_TOKEN_LENGTH or token != token.strip():
+            raise ConfigError(f"websocket.auth.token (or token_file): at least "
+                              f"{MIN_TOKEN_LENGTH} characters, no leading or trailing spaces "
+                              "(e.g. openssl rand -hex 16)")
+    if (auth.mode != "none" and ws.tls.cert_file is None and not _is_loopback(ws.address)
+            and not auth.allow_without_tls):
+        raise ConfigError(
+            f"websocket.tls.cert_file: credentials ({auth.mode}) on {ws.address} beyond loopback "
+            "need wss:// (websocket.tls.cert_file and key_file), or "
+            "websocket.auth.allow_without_tls = true if plain ws:// is meant")
     if auth.mode == "basic" and not (auth.username and auth.password_value()):
         raise ConfigError("websocket.auth.mode: 'basic' needs websocket.auth.username and "
                           "websocket.auth.password_file (or "
@@ -426,5 +560,10 @@ __all__ = [
     "WebSocketAuthSettings",
     "WebSocketSettings",
     "WebSocketTlsSettings",
+    "config_file_path",
+    "env_var_name",
+    "insecure_settings",
     "load_settings",
+    "plaintext_password",
+    "read_config_file",
 ]

@@ -114,6 +114,16 @@ def validate_command(
     )
 
 
+def clears_retained_command(payload: bytes) -> bool:
+    """An empty ``SendCommand`` is how MQTT clears a retained command (an empty retained
+    publish deletes it): accepted silently, never run and never answered with an ``Error``.
+
+    The broker hands it to current subscribers without the retain flag (MQTT 3.1.1, and v5
+    without retain-as-published), so emptiness alone decides: no command is ever empty.
+    """
+    return not payload
+
+
 def rejection_report(rejection: Rejection, *, topic: str, size: int) -> bytes:
     """The JSON body published on a reader's ``Error`` topic for a refused command."""
     body = {
@@ -127,4 +137,5 @@ def rejection_report(rejection: Rejection, *, topic: str, size: int) -> bytes:
     return json.dumps(body).encode()
 
 
-__all__ = ["Command", "Rejection", "rejection_report", "validate_command"]
+__all__ = ["Command", "Rejection", "clears_retained_command", "rejection_report",
+           "validate_command"]

@@ -154,6 +154,11 @@ class Metrics:
             "WebSocket connections refused (auth, origin, unknown reader, too many)",
             ["reason"], registry=r,
         )
+        self.ops_http_dropped = Counter(
+            f"{_NS}_ops_http_dropped_connections",
+            "Ops HTTP connections closed without a normal answer (timeout, evicted to make "
+            "room, too_large, bad_request, client_closed)", ["reason"], registry=r,
+        )
 
         # Series that dashboards graph exist from the start (at 0), not from the first error.
         for reason in _FRAMING_REASONS:

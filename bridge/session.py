@@ -30,7 +30,7 @@ import structlog
 from bridge import __version__
 from bridge.courier import Courier
 from bridge.errors import DeviceGoneError, ProtocolError, TransportError
-from bridge.intake import Command, Rejection, rejection_report, validate_command
+from bridge.intake import Command, Rejection, clears_retained_command, validate_command
 from bridge.metrics import Metrics
 from bridge.mms import (
     FrameDropped,
@@ -44,6 +44,8 @@ from bridge.mms import (
 from bridge.mms import commands as mms_commands
 from bridge.mqtt.link import InboundMessage, LinkOptions, MqttLink, Publication
 from bridge.mqtt.topics import ReaderTopics, model_segment, reader_root
+from bridge.refusals import RefusalReporter
+from bridge.throttle import ErrorReport, TokenBucket
 from bridge.transport import Transport
 
 _log = structlog.get_logger("bridge.session")
@@ -56,6 +58,8 @@ _STOP: Final = object()
 # Messages held while the reader is being identified.
 EARLY_MESSAGE_LIMIT: Final = 256  # wakes the writer
 _READ_EXIT_GRACE: Final = 2.0  # seconds beyond ``read_timeout`` to wait for the read thread
+RATE_LIMITED: Final = Rejection(
+    "rate_limited", "more commands than this reader takes (readers.command_rate); not run")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,12 @@ class SessionOptions:
     identify_timeout: float = 2.0
     identify_attempts: int = 3
     command_queue_size: int = 32
+    # Commands a reader takes from all its clients together (token bucket), and how its
+    # refusals are reported: ``error_burst`` in full, then one summary per ``error_interval``.
+    command_rate: float = 50.0
+    command_burst: int = 100
+    error_interval: float = 1.0
+    error_burst: int = 5
     log_messages: bool = False
 
 
@@ -140,6 +150,13 @@ class ReaderSession:
             report_len=transport.report_len, max_message_size=options.max_message_size
         )
         self._commands: queue.Queue[object] = queue.Queue(maxsize=options.command_queue_size)
+        # What clients publish is admitted and refused under this lock only (paho's thread and
+        # the WebSocket thread both submit); a refusal costs a counter, not a parse or a line.
+        self._intake_lock = threading.Lock()
+        self._bucket = TokenBucket(options.command_rate, options.command_burst)
+        self._refusals = RefusalReporter(interval=options.error_interval,
+                                         burst=options.error_burst, send=self._report_refusal,
+                                         summary_topic="SendCommand")
         self._pending: dict[tuple[int, int], Command] = {}
         self._pending_lock = threading.Lock()
         self._response_seen = threading.Event()  # set by the read thread or by stop()
@@ -222,6 +239,7 @@ class ReaderSession:
 
     def _shutdown(self) -> None:
         self.stopping.set()
+        self._refusals.close()
         if self.link is not None and self.topics is not None:
             if self.identity is not None:
                 # Unacknowledged messages go back to the outbox (another carrier sends them).
@@ -464,6 +482,14 @@ class ReaderSession:
     # -- MQTT -> device -----------------------------------------------------------------------
 
     def _on_command(self, inbound: InboundMessage) -> None:
+        if self.topics is not None and inbound.topic != self.topics.send_command:
+            # Not what we subscribed to (the demo's embedded broker has been seen handing a
+            # reader session another client's retained message): not a command for us.
+            self._log.debug("unexpected_topic_ignored", topic=inbound.topic)
+            return
+        if clears_retained_command(inbound.payload):
+            self._log.debug("retained_command_cleared", topic=inbound.topic)
+            return
         result = self.submit(
             inbound.payload,
             retained=inbound.retain,
@@ -490,15 +516,20 @@ class ReaderSession:
         A ``Rejection`` is counted here; reporting it is the caller's job, on its own channel
         (MQTT ``Error`` topic, WebSocket error frame). Nothing rejected reaches the reader.
         """
-        result = validate_command(
-            payload,
-            max_size=self.options.max_message_size,
-            retained=retained,
-            received_at=received_at,
-            expiry_interval=expiry_interval,
-            response_topic=response_topic,
-            correlation_data=correlation_data,
-        )
+        now = time.monotonic() if received_at is None else received_at
+        with self._intake_lock:
+            admitted = self._bucket.take(now)
+        result: Command | Rejection = RATE_LIMITED
+        if admitted:
+            result = validate_command(
+                payload,
+                max_size=self.options.max_message_size,
+                retained=retained,
+                received_at=now,
+                expiry_interval=expiry_interval,
+                response_topic=response_topic,
+                correlation_data=correlation_data,
+            )
         if isinstance(result, Command) and (self.stopping.is_set() or self.gone.is_set()):
             result = Rejection("reader_absent", "the reader is not connected")
         if isinstance(result, Command):
@@ -513,13 +544,20 @@ class ReaderSession:
         return result
 
     def reject(self, rejection: Rejection, *, topic: str, size: int) -> None:
-        """Report a refused command on ``<root>/Error`` and in the log (counted by the caller)."""
-        self._log.warning("command_rejected", reason=rejection.reason, detail=rejection.detail,
-                          topic=topic, size=size)
+        """Report a refused command on ``<root>/Error`` and in the log (counted by the caller).
+
+        Coalesced: the first few in full, then one report per interval saying how many more
+        were refused, so a flood of bad commands costs neither the broker link nor the log.
+        """
+        self._refusals.refused(rejection, topic=topic, size=size)
+
+    def _report_refusal(self, report: ErrorReport, topic: str | None, size: int,
+                        correlation_data: bytes | None) -> None:
+        self._log.warning("command_rejected", reason=report.reason, detail=report.detail,
+                          topic=topic, size=size, suppressed=report.suppressed)
         if self.link is None or self.topics is None:
             return
-        self.link.publish(self.topics.error, rejection_report(rejection, topic=topic, size=size),
-                          qos=1, kind="error")
+        self.link.publish(self.topics.error, report.body, qos=1, kind="error")
 
     def _refuse_queued(self, rejection: Rejection, command: Command) -> None:
         # Accepted earlier, refused now: counted as rejected as well.

@@ -48,3 +48,10 @@ def _no_leaked_threads() -> Iterator[None]:
     if leaked:
         pytest.fail(f"threads still running {THREAD_EXIT_BUDGET_S} s after the test: {leaked}",
                     pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _cards_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process simulated readers present their card at once (a person takes about a
+    second; tests that wait for a card say so with ``present_delay``)."""
+    monkeypatch.setattr("bridge.simulator.reader.DEFAULT_PRESENT_DELAY", 0.0)

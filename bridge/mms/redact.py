@@ -8,7 +8,13 @@
 * any tag in :data:`SENSITIVE_TAGS` (track data, PAN, name, expiry, cryptograms, KSNs, PIN
   block, NFC UID, barcode data), wherever it is nested;
 * any value longer than :data:`MAX_CLEAR_VALUE` bytes, except the values of the properties
-  PROTOCOL.md names (serial, firmware versions, capabilities, ...), which hold no card data.
+  PROTOCOL.md names (serial, firmware versions, capabilities, ...), which hold no card data;
+* any value shaped like a card number (:func:`pan_like`), whatever its tag or length.
+
+A masked payload still shows which tags it holds (``tags``: names only, nested, never values
+or lengths; PROTOCOL.md §9 allows tag presence), reading into the ARQC/batch blob of 0101 the
+way MagTek's reference does (its 2-byte length, then the ``F9`` container). A serial number
+property also shows the 7-character serial (§4).
 
 :func:`safe_summary` is for logs: ids, status and tag names, never values.
 """
@@ -19,7 +25,13 @@ from typing import Final
 
 from bridge.mms.messages import ID_ECHO_LENGTH, Message, MessageType
 from bridge.mms.names import command_name, notification_detail_name, notification_name
-from bridge.mms.properties import GET_PROPERTY, PROPERTY_NAMES, SET_PROPERTY, read_property
+from bridge.mms.properties import (
+    GET_PROPERTY,
+    PROPERTY_NAMES,
+    SERIAL_NUMBER,
+    SET_PROPERTY,
+    read_property,
+)
 from bridge.mms.tlv import MAX_NESTING_DEPTH, Tlv, TlvError, decode_tlvs
 
 MAX_CLEAR_VALUE: Final = 16
@@ -47,6 +59,9 @@ _TLV_LISTS: Final = frozenset({b"\x86", b"\x89"})  # primitive, TLVs by conventi
 _PAYLOAD_TAG: Final = b"\x84"
 _PATH_TAG: Final = b"\x89"
 _PRINTABLE: Final = frozenset(range(0x20, 0x7F))
+_PAN_TEXT: Final = frozenset(b"0123456789 .-")
+_SERIAL_DIGITS: Final = 7
+_BLOB_LENGTH: Final = 2  # the ARQC/batch blob's own length prefix (§5)
 
 Node = dict[str, object]
 
@@ -108,6 +123,8 @@ def describe(message: Message, *, mask: bool = True) -> str:
     prop = _known_property(message)
     if prop is not None:
         line += f" property {prop['path']} {prop['name']}"
+        if "serial" in prop:
+            line += f" serial {prop['serial']}"
     nodes = _tree(message, mask, known=prop is not None)
     return line + " | " + " ".join(_render(node) for node in nodes)
 
@@ -168,6 +185,8 @@ def _known_property(message: Message) -> dict[str, object] | None:
         text = _text(prop.value)
         if text is not None:
             out["text"] = text
+        if prop.path == SERIAL_NUMBER:
+            out["serial"] = prop.value.hex().upper()[:_SERIAL_DIGITS]  # §4: 3.5 bytes
     return out
 
 
@@ -176,16 +195,21 @@ def _tree(message: Message, mask: bool, *, known: bool) -> list[Node]:
     hide_payload = mask and _payload_masked(message)
     allow_long = not mask or known
     return [
-        _payload_node(item, hide_payload, mask, allow_long) if item.tag == _PAYLOAD_TAG
+        _payload_node(item, hide_payload, mask, allow_long, file=message.message_type.is_file)
+        if item.tag == _PAYLOAD_TAG
         else _node(item, mask, allow_long=False, depth=0)
         for item in message.tlvs
     ]
 
 
-def _payload_node(item: Tlv, hide: bool, mask: bool, allow_long: bool) -> Node:
+def _payload_node(item: Tlv, hide: bool, mask: bool, allow_long: bool, *, file: bool) -> Node:
     node: Node = {"tag": item.tag_hex, "length": len(item.value)}
     if hide:
         node["value"] = MASKED
+        tags = [] if file else _presence(item.value[ID_ECHO_LENGTH:], depth=0)
+        if tags:  # a file's payload is data, not TLVs
+            node["id"] = item.value[:ID_ECHO_LENGTH].hex().upper()
+            node["tags"] = tags
         return node
     if len(item.value) < ID_ECHO_LENGTH:
         return _node(item, mask, allow_long=False, depth=0)
@@ -215,7 +239,8 @@ def _node(item: Tlv, mask: bool, *, allow_long: bool, depth: int) -> Node:
             node["children"] = [_node(child, mask, allow_long=inner_long, depth=depth + 1)
                                 for child in children]
             return node
-    if mask and len(item.value) > MAX_CLEAR_VALUE and not allow_long:
+    if mask and ((len(item.value) > MAX_CLEAR_VALUE and not allow_long)
+                 or pan_like(item.value)):
         node["value"] = MASKED
         return node
     node["value"] = item.value.hex().upper()
@@ -225,8 +250,66 @@ def _node(item: Tlv, mask: bool, *, allow_long: bool, depth: int) -> Node:
     return node
 
 
+def pan_like(value: bytes) -> bool:
+    """13-19 digits that pass the Luhn check, as ASCII text (maybe grouped by spaces, dots or
+    dashes, NUL-padded) or packed BCD (``F``-padded): a card number in an unexpected place."""
+    text = value.rstrip(b"\x00")
+    if text and all(b in _PAN_TEXT for b in text):
+        digits = bytes(b for b in text if 0x30 <= b <= 0x39).decode("ascii")
+    else:
+        digits = value.hex().upper().rstrip("F")
+        if not digits.isdigit():
+            return False
+    return 13 <= len(digits) <= 19 and luhn_valid(digits)
+
+
+def luhn_valid(digits: str) -> bool:
+    """The card-number check digit (ISO/IEC 7812) holds."""
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = int(char)
+        if index % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+def _presence(data: bytes, *, depth: int) -> list[Node]:
+    """Which tags ``data`` holds, nested; names only. What does not parse is left out."""
+    try:
+        items = decode_tlvs(data, allow_padding=True)
+    except TlvError:
+        return []
+    out: list[Node] = []
+    for item in items:
+        node: Node = {"tag": item.tag_hex}
+        inner: bytes | None = None
+        if item.constructed:
+            inner = item.value
+        elif item.tag == _PAYLOAD_TAG and len(item.value) > _BLOB_LENGTH:
+            # An ARQC/batch blob: its length, the F9 container, padding and a MAC (§5).
+            size = int.from_bytes(item.value[:_BLOB_LENGTH], "big")
+            inner = item.value[_BLOB_LENGTH:_BLOB_LENGTH + size]
+        if inner and depth < MAX_NESTING_DEPTH:
+            children = _presence(inner, depth=depth + 1)
+            if children:
+                node["tags"] = children
+        out.append(node)
+    return out
+
+
+def _render_tags(nodes: list[Node]) -> str:
+    parts = []
+    for node in nodes:
+        children = node.get("tags")
+        inner = "{" + _render_tags(children) + "}" if isinstance(children, list) else ""
+        parts.append(f"{node['tag']}{inner}")
+    return " ".join(parts)
+
+
 def _render(node: Node) -> str:
     head = f"{node['tag']}[{node['length']}]"
+    tags = node.get("tags")
+    if isinstance(tags, list):
+        return f"{head}={node['value']}{{{node['id']} tags: {_render_tags(tags)}}}"
     children = node.get("children")
     if isinstance(children, list):
         prefix = f"{node['id']} " if "id" in node else ""
@@ -251,5 +334,7 @@ __all__ = [
     "SENSITIVE_TAGS",
     "describe",
     "describe_dict",
+    "luhn_valid",
+    "pan_like",
     "safe_summary",
 ]

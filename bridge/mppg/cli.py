@@ -1,4 +1,6 @@
-"""``magtek-bridge payreq``: create, list and get payment requests straight from the API.
+"""``magtek-bridge payreq``: create, list, get and update payment requests straight from the
+API. ``update`` changes only the fields given (a read-modify-write of the current
+definition, as the MQTT service does).
 
 Uses the config's ``[mppg]`` section (``base_url`` and credentials; ``enabled`` need not be
 true, that only concerns the daemon). Only argparse is imported at module level so the rest
@@ -19,29 +21,32 @@ if TYPE_CHECKING:
 
 def add_payreq_parser(sub: Any, add_config_args: Callable[[argparse.ArgumentParser], None]
                       ) -> None:
-    """Add ``payreq {create,list,get}`` to the top-level subparsers."""
+    """Add ``payreq {create,list,get,update}`` to the top-level subparsers."""
     payreq = sub.add_parser("payreq", help="MPPG payment requests (uses the [mppg] config)")
     ops = payreq.add_subparsers(dest="payreq_command", required=True)
 
     create = ops.add_parser("create", help="create a payment request; prints its link")
     add_config_args(create)
     create.add_argument("--amount", required=True, help="e.g. 12.50 (at most 2 decimals)")
-    create.add_argument("--tax-amount")
-    create.add_argument("--tax-percent")
+    create.add_argument("--tax-amount", help="tax as an amount, e.g. 1.05")
+    create.add_argument("--tax-percent", help="tax as a percentage, e.g. 8.25")
     create.add_argument("--usage-limit", type=int, default=1,
                         help="successful payments before it is Paid; 0 = unlimited "
                              "(default: 1)")
-    create.add_argument("--customer-tran-id")
-    create.add_argument("--customer-tran-ref")
+    create.add_argument("--customer-tran-id", help="your order or transaction id")
+    create.add_argument("--customer-tran-ref", help="your reference text")
     create.add_argument("--processor", help="processor name (default: mppg.processor_name, "
                                             "else the merchant's)")
-    create.add_argument("--misc-data")
+    create.add_argument("--misc-data", help="free text stored with the request")
     create.add_argument("--terms", help="terms and transaction information")
-    create.add_argument("--prompt-tax", action=argparse.BooleanOptionalAction)
-    create.add_argument("--prompt-tips", action=argparse.BooleanOptionalAction)
+    create.add_argument("--prompt-tax", action=argparse.BooleanOptionalAction,
+                        help="the payment page asks for tax")
+    create.add_argument("--prompt-tips", action=argparse.BooleanOptionalAction,
+                        help="the payment page asks for a tip")
     create.add_argument("--disabled", action="store_true", help="create it disabled")
     create.add_argument("--activation", metavar="ISO8601", help="e.g. 2025-01-31T09:00:00Z")
-    create.add_argument("--expiration", metavar="ISO8601")
+    create.add_argument("--expiration", metavar="ISO8601",
+                        help="when the link stops working, e.g. 2025-02-28T23:59:59Z")
     create.add_argument("--info", action="append", default=[], metavar="KEY=VALUE",
                         help="additional info (repeatable)")
     create.add_argument("--json", action="store_true", help="print MPPG's whole answer")
@@ -55,17 +60,53 @@ def add_payreq_parser(sub: Any, add_config_args: Callable[[argparse.ArgumentPars
     listing.add_argument("--page", dest="pn", type=int, help="page number (default 1)")
     listing.add_argument("--status", dest="st",
                          help="0-4 or disabled/pending/active/expired/paid")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--json", action="store_true", help="print MPPG's whole answer")
 
     get = ops.add_parser("get", help="show one payment request and its transactions")
     add_config_args(get)
     get.add_argument("id", help="the paymentRequestID")
-    get.add_argument("--json", action="store_true")
+    get.add_argument("--json", action="store_true",
+                     help="print MPPG's whole answer (including the WebSocket token)")
+
+    update = ops.add_parser("update", help="change some fields of a payment request (the "
+                                           "others keep their values)")
+    add_config_args(update)
+    update.add_argument("id", help="the paymentRequestID")
+    update.add_argument("--amount", help="new amount, e.g. 12.50")
+    update.add_argument("--tax-amount", help="new tax amount")
+    update.add_argument("--tax-percent", help="new tax percentage")
+    update.add_argument("--usage-limit", type=int, help="0 = unlimited")
+    update.add_argument("--customer-tran-id", help="new order or transaction id")
+    update.add_argument("--customer-tran-ref", help="new reference text")
+    update.add_argument("--processor", help="new processor name")
+    update.add_argument("--misc-data", help="new free text")
+    update.add_argument("--terms", help="new terms and transaction information")
+    update.add_argument("--prompt-tax", action=argparse.BooleanOptionalAction,
+                        help="ask the payer for tax (or not)")
+    update.add_argument("--prompt-tips", action=argparse.BooleanOptionalAction,
+                        help="ask the payer for a tip (or not)")
+    state = update.add_mutually_exclusive_group()
+    state.add_argument("--enable", dest="enabled", action="store_true", default=None,
+                       help="enable the request")
+    state.add_argument("--disable", dest="enabled", action="store_false",
+                       help="disable the request (its link stops working)")
+    update.add_argument("--activation", metavar="ISO8601", help="new activation time")
+    update.add_argument("--expiration", metavar="ISO8601", help="new expiration time")
+    update.add_argument("--info", action="append", default=[], metavar="KEY=VALUE",
+                        help="additional info (repeatable; replaces the current list)")
+    update.add_argument("--json", action="store_true", help="print MPPG's whole answer")
 
 
 def _definition_body(args: argparse.Namespace) -> dict[str, Any]:
-    body: dict[str, Any] = {"amount": args.amount, "usageCountLimit": args.usage_limit,
-                            "isEnabled": not args.disabled}
+    """The fields the arguments give (create: all it needs; update: only the changes)."""
+    body: dict[str, Any] = {}
+    if args.payreq_command == "create":
+        body = {"amount": args.amount, "usageCountLimit": args.usage_limit,
+                "isEnabled": not args.disabled}
+    else:
+        changes = {"amount": args.amount, "usageCountLimit": args.usage_limit,
+                   "isEnabled": args.enabled}
+        body = {k: v for k, v in changes.items() if v is not None}
     optional = {
         "taxAmount": args.tax_amount, "taxPercent": args.tax_percent,
         "customerTranID": args.customer_tran_id, "customerTranRef": args.customer_tran_ref,
@@ -100,6 +141,7 @@ def _print_detail(detail: PaymentRequestDetail) -> None:
     print(f"status            {status_name(detail.status)}")
     print(f"paymentLink       {detail.payment_link or '-'}")
     if d is not None:
+        print(f"enabled           {'yes' if d.is_enabled is not False else 'no'}")
         print(f"amount            {d.amount}")
         print(f"usage             {d.current_usage_count}/{d.usage_count_limit or 'unlimited'}")
         print(f"expires           {d.expiration_date.isoformat() if d.expiration_date else '-'}")
@@ -117,13 +159,19 @@ def _print_list(listing: PaymentRequestSummaryListInfo) -> None:
         usage = f"{row.current_usage_count}/{row.usage_count_limit}"
         print(f"{row.payment_request_id}  {status_name(row.status):<9} {row.amount!s:>10}  "
               f"{usage:>7}  {created}  {row.customer_tran_id or ''}")
-    print(f"{len(listing.requests)} shown, {listing.total_records_available} in the date range")
+    total = listing.total_records_available
+    print(f"{len(listing.requests)} shown"
+          + (f", {total} in the date range" if total is not None else ""))
 
 
 def run_payreq(args: argparse.Namespace, settings: Settings) -> int:
     """Run one payreq command; MPPG errors propagate (the CLI prints them, exit 1)."""
     from bridge.mppg.client import MppgClient  # noqa: PLC0415
-    from bridge.mppg.definition import parse_definition, parse_list_query  # noqa: PLC0415
+    from bridge.mppg.definition import (  # noqa: PLC0415
+        merged_definition,
+        parse_definition,
+        parse_list_query,
+    )
 
     with MppgClient.from_settings(settings.mppg) as client:
         if args.payreq_command == "list":
@@ -140,6 +188,13 @@ def run_payreq(args: argparse.Namespace, settings: Settings) -> int:
             if detail.payment_link is None:
                 # The spec's own create example answers without a link; GET has one (§6.4).
                 detail = client.get(detail.payment_request_id)
+        elif args.payreq_command == "update":
+            current = client.get(args.id)
+            changes = _definition_body(args)
+            if not changes:
+                print("nothing to change (give --amount, --disable, ...)")
+                return 2
+            detail = client.update(args.id, merged_definition(current.definition, changes))
         else:
             detail = client.get(args.id)
     if args.json:

@@ -1,19 +1,23 @@
-"""What we send to MPPG, checked against the spec's rules before it leaves the bridge.
+"""What we send to MPPG, checked against the rules the spec states before it leaves the bridge.
 
-A request that breaks a documented rule is refused here with the code MPPG would give
-(``amount`` with three decimals -> 40023), so a consumer sees the same error either way and
-a bad request costs no round trip. Unknown keys are refused (40019): a misspelt
-``ammount`` must not silently become the merchant's default.
+A request that breaks a rule the spec states (lengths, two decimals, the usage-count range,
+transaction type 1, ISO 8601 times, the list filters' ranges) is refused here with the code
+MPPG documents for it (``amount`` with three decimals -> 40023) and ``source`` ``"bridge"``.
+Only those: anything else (a negative amount, an expiration before the activation, a tax
+percent of 300) is MPPG's to judge, and its answer is relayed. Times without a zone are
+accepted as MPPG itself writes them (its list rows have none). Unknown keys are refused
+(40019): a misspelt ``ammount`` must not silently become the merchant's default.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Annotated, Any, Final
 
 from pydantic import (
-    AwareDatetime,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -22,16 +26,33 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from bridge.mppg.errors import ErrorCode, MppgInputError
-from bridge.mppg.models import Amount, KeyValue, PaymentRequestStatus, TransactionType, Wire
+from bridge.mppg.errors import BridgeInputError, ErrorCode
+from bridge.mppg.models import (
+    Amount,
+    KeyValue,
+    PaymentRequestData,
+    PaymentRequestStatus,
+    TransactionType,
+    Wire,
+)
 
 MAX_USAGE_COUNT: Final = 2_147_483_647
 MAX_PAGE_SIZE: Final = 1000
 _START_AFTER_END: Final = "start_after_end"
 
-# "up to 2 decimal places" (§7.2); negative amounts make no sense for a SALE.
-Money = Annotated[Amount, Field(ge=0, decimal_places=2)]
-Text256 = Annotated[str, Field(max_length=256)]
+# "up to 2 decimal places" (§7.2): the only rule the spec gives amounts.
+Money = Annotated[Amount, Field(decimal_places=2)]
+
+
+def _number_as_text(value: Any) -> Any:
+    # A number for a text field (MPPG returns customerTranRef as one, §7.4, and an update
+    # sends the current value back) is its text, as §7.2 wants.
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+Text256 = Annotated[str, BeforeValidator(_number_as_text), Field(max_length=256)]
 
 
 class _Strict(Wire):
@@ -48,9 +69,7 @@ class PaymentRequestDefinition(_Strict):
     customer_tran_ref: Text256 | None = Field(default=None, alias="customerTranRef")
     amount: Money
     tax_amount: Money | None = Field(default=None, alias="taxAmount")
-    # Not constrained by the spec beyond being "the percent"; 0..100 is what a percent is.
-    tax_percent: Annotated[Amount, Field(ge=0, le=100)] | None = Field(default=None,
-                                                                       alias="taxPercent")
+    tax_percent: Amount | None = Field(default=None, alias="taxPercent")
     additional_info: list[KeyValue] | None = Field(default=None, alias="additionalInfo")
     misc_data: Text256 | None = Field(default=None, alias="miscData")
     processor_name: Annotated[str, Field(max_length=128)] | None = Field(
@@ -62,9 +81,10 @@ class PaymentRequestDefinition(_Strict):
     usage_count_limit: Annotated[int, Field(ge=0, le=MAX_USAGE_COUNT)] | None = Field(
         default=None, alias="usageCountLimit")
     is_enabled: bool = Field(default=True, alias="isEnabled")
-    # Zone required: a naive time would mean whatever MPPG's server clock zone is.
-    activation_date: AwareDatetime | None = Field(default=None, alias="activationDate")
-    expiration_date: AwareDatetime | None = Field(default=None, alias="expirationDate")
+    # ISO 8601 (§7.2), with or without a zone: MPPG's own rows have none, and copying one
+    # back into an update must work. Whether they are in order is MPPG's call.
+    activation_date: datetime | None = Field(default=None, alias="activationDate")
+    expiration_date: datetime | None = Field(default=None, alias="expirationDate")
 
     @field_validator("transaction_type", mode="before")
     @classmethod
@@ -78,14 +98,6 @@ class PaymentRequestDefinition(_Strict):
     def _count_not_bool(cls, value: Any) -> Any:
         if isinstance(value, bool):  # JSON true would otherwise pass as 1
             raise ValueError("must be an integer")
-        return value
-
-    @field_validator("expiration_date")
-    @classmethod
-    def _after_activation(cls, value: datetime | None, info: Any) -> datetime | None:
-        activation = info.data.get("activation_date")
-        if value is not None and activation is not None and value <= activation:
-            raise ValueError("must be later than activationDate")
         return value
 
 
@@ -157,10 +169,10 @@ def check_request_id(value: Any) -> str:
     """A payment request id as a path segment: letters, digits and '-' only (a GUID).
 
     Raises:
-        MppgInputError: 40018, before anything reaches the URL.
+        BridgeInputError: 40018, before anything reaches the URL.
     """
     if not isinstance(value, str) or not _ID_PATTERN.match(value):
-        raise MppgInputError(ErrorCode.INVALID_PAYMENT_REQUEST_ID,
+        raise BridgeInputError(ErrorCode.INVALID_PAYMENT_REQUEST_ID,
                              "paymentRequestID must be the request's id (a GUID)")
     return value
 
@@ -190,7 +202,7 @@ def _field_key(loc: tuple[int | str, ...]) -> str:
     return str(loc[0]).replace("_", "").lower() if loc else ""
 
 
-def input_error(exc: ValidationError, *, default: ErrorCode) -> MppgInputError:
+def input_error(exc: ValidationError, *, default: ErrorCode) -> BridgeInputError:
     """The documented code for the first failing field, every failure in the message."""
     errors = exc.errors(include_url=False, include_input=False)
     first = errors[0] if errors else {"loc": (), "msg": "invalid"}
@@ -202,7 +214,7 @@ def input_error(exc: ValidationError, *, default: ErrorCode) -> MppgInputError:
     for err in errors:
         where = ".".join(str(p) for p in err["loc"])
         parts.append(f"{where}: {err['msg']}" if where else str(err["msg"]))
-    return MppgInputError(code, "; ".join(parts))
+    return BridgeInputError(code, "; ".join(parts))
 
 
 def parse_definition(data: Any, *, default_processor: str | None = None
@@ -214,10 +226,10 @@ def parse_definition(data: Any, *, default_processor: str | None = None
         default_processor: the bridge's ``mppg.processor_name``, used when none is given.
 
     Raises:
-        MppgInputError: with the field's documented code (40019 when no field fits).
+        BridgeInputError: with the field's documented code (40019 when no field fits).
     """
     if not isinstance(data, dict):
-        raise MppgInputError(ErrorCode.INPUT_FORMAT, "the definition must be a JSON object")
+        raise BridgeInputError(ErrorCode.INPUT_FORMAT, "the definition must be a JSON object")
     try:
         definition = PaymentRequestDefinition.model_validate(data)
     except ValidationError as exc:
@@ -228,13 +240,42 @@ def parse_definition(data: Any, *, default_processor: str | None = None
 
 
 def parse_list_query(data: Any) -> ListQuery:
-    """Validate list filters. Raises ``MppgInputError`` (40011..40017, else 40010)."""
+    """Validate list filters. Raises ``BridgeInputError`` (40011..40017, else 40010)."""
     if not isinstance(data, dict):
-        raise MppgInputError(ErrorCode.INPUT_FORMAT, "the filters must be a JSON object")
+        raise BridgeInputError(ErrorCode.INPUT_FORMAT, "the filters must be a JSON object")
     try:
         return ListQuery.model_validate(data)
     except ValidationError as exc:
         raise input_error(exc, default=ErrorCode.INPUT_FORMAT) from None
+
+
+_DEFINITION_KEYS: Final = frozenset(
+    field.alias or name for name, field in PaymentRequestDefinition.model_fields.items())
+
+
+def merged_definition(current: PaymentRequestData | None, changes: dict[str, Any]
+                      ) -> PaymentRequestDefinition:
+    """An update as a read-modify-write: the request's current definition (as GET returned
+    it) with ``changes`` over it, so a field left out keeps its value (``isEnabled`` left out
+    does not re-enable a disabled request).
+
+    Raises:
+        BridgeInputError: ``changes`` (or the merge) breaks a documented rule.
+    """
+    if not isinstance(changes, dict):
+        raise BridgeInputError(ErrorCode.INPUT_FORMAT, "the changes must be a JSON object")
+    base: dict[str, Any] = {}
+    if current is not None:
+        base = {k: v for k, v in current.to_wire().items() if k in _DEFINITION_KEYS}
+    try:  # the changes alone first: their errors name their own fields
+        PaymentRequestDefinition.model_validate({"amount": 0, **changes})
+    except ValidationError as exc:
+        raise input_error(exc, default=ErrorCode.INVALID_DEFINITION) from None
+    by_alias = {k: v for k, v in changes.items()}
+    for name, field in PaymentRequestDefinition.model_fields.items():
+        if name in by_alias and field.alias:  # python names given: store under the alias
+            by_alias[field.alias] = by_alias.pop(name)
+    return parse_definition({**base, **by_alias})
 
 
 __all__ = [
@@ -244,6 +285,7 @@ __all__ = [
     "PaymentRequestDefinition",
     "check_request_id",
     "input_error",
+    "merged_definition",
     "parse_definition",
     "parse_list_query",
 ]

@@ -2,8 +2,10 @@
 
 MPPG's codes (spec §7.12) follow one scheme: HTTP status * 100 + a number. The bridge's own
 codes (the service could not be reached, answered nonsense, the bridge is busy) follow the
-same scheme with statuses MPPG never uses (409, 502, 503, 504), so a consumer can switch on
-one integer and still tell who refused. ``MppgError.source`` says it outright.
+same scheme with statuses MPPG never uses (409, 413, 502, 503, 504), so a consumer can switch
+on one integer and still tell who refused. ``MppgError.source`` says it outright: a request
+the bridge refuses by its own check of a documented rule keeps MPPG's code but says
+``"bridge"``.
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ class BridgeCode(IntEnum):
     """Codes the bridge itself answers with (never sent by MPPG)."""
 
     RETAINED_REQUEST = 40900   # a retained MQTT request: a stale replay, never run
+    CORRELATION_REUSED = 40901  # same requester and correlation id, different request
+    TOO_LARGE = 41300          # the MQTT request is over mppg.max_request_bytes
     BAD_GATEWAY = 50200        # MPPG answered something we cannot read
     UNAVAILABLE = 50300        # MPPG could not be reached
     BUSY = 50301               # the bridge's request queue is full
@@ -142,6 +146,13 @@ class BridgeSideError(MppgError):
     source: Source = "bridge"
 
 
+class BridgeInputError(MppgInputError):
+    """The bridge refused the input itself, by a rule the spec states: MPPG's code (400xx),
+    ``source`` ``"bridge"`` (MPPG never saw it)."""
+
+    source: Source = "bridge"
+
+
 class MppgUnavailableError(BridgeSideError):
     """MPPG could not be reached, or did not answer in time."""
 
@@ -172,6 +183,7 @@ def error_for(code: int, message: str, *, http_status: int | None = None,
 __all__ = [
     "DESCRIPTIONS",
     "BridgeCode",
+    "BridgeInputError",
     "BridgeSideError",
     "ErrorCode",
     "MppgAuthenticationError",

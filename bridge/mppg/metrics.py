@@ -31,6 +31,18 @@ class MppgMetrics:
             f"{_NS}_payment_transactions_relayed", "TransactionSummary messages republished",
             registry=r,
         )
+        self.transactions_recovered = Counter(
+            f"{_NS}_payment_transactions_recovered", "Transactions the WebSocket never "
+            "delivered, published from a GET instead", registry=r,
+        )
+        self.relays_resumed = Counter(
+            f"{_NS}_payment_relays_resumed", "Relays resumed from the journal at start",
+            registry=r,
+        )
+        self.creates_recovered = Counter(
+            f"{_NS}_payment_creates_recovered", "Creates that failed ambiguously and were found "
+            "by customerTranID", registry=r,
+        )
         self.relay_connects = Counter(
             f"{_NS}_payment_relay_connects", "WebSocket connection attempts by the relays",
             registry=r,

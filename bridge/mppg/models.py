@@ -3,7 +3,10 @@
 Response models ignore unknown keys and fold key case (the service is .NET, whose JSON is
 case-insensitive; the spec's tables say ``PaymentRequestID`` where its examples say
 ``paymentRequestID``), so a new field or a casing change on MPPG's side does not break the
-bridge. The request side, which must be strict, is in ``bridge.mppg.definition``.
+bridge. Every shape the spec shows is accepted: ``transactions`` null, ``customerTranRef`` as
+an Integer (§7.4) or a string (§7.2), times with or without a zone (list rows have none), and
+the list as the §7.1 object or the bare array of rows of the §2.4 example. The request side,
+which must be strict, is in ``bridge.mppg.definition``.
 """
 
 from __future__ import annotations
@@ -13,11 +16,23 @@ from decimal import Decimal
 from enum import IntEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
 
 # Amounts stay Decimal in Python; MPPG wants JSON numbers (pydantic would write strings).
 # Two-decimal amounts survive the float round trip exactly in their shortest repr.
 Amount = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
+
+
+# customerTranID/Ref as MPPG returns them, relayed as they came: a string (§7.2) or a number
+# (§7.4 types CustomerTranRef as Integer).
+ClientValue = str | int
 
 
 class TransactionType(IntEnum):
@@ -99,8 +114,8 @@ class PaymentRequestData(Wire):
     """A payment request's definition as MPPG reports it (§7.4)."""
 
     transaction_type: int | None = Field(default=None, alias="transactionType")
-    customer_tran_id: str | None = Field(default=None, alias="customerTranID")
-    customer_tran_ref: str | None = Field(default=None, alias="customerTranRef")
+    customer_tran_id: ClientValue | None = Field(default=None, alias="customerTranID")
+    customer_tran_ref: ClientValue | None = Field(default=None, alias="customerTranRef")
     amount: Amount | None = None
     tax_amount: Amount | None = Field(default=None, alias="taxAmount")
     tax_percent: Amount | None = Field(default=None, alias="taxPercent")
@@ -135,14 +150,19 @@ class PaymentRequestDetail(Wire):
     status: int
     transactions: list[TransactionDetail] = []
 
+    @field_validator("transactions", mode="before")
+    @classmethod
+    def _null_is_none(cls, value: Any) -> Any:
+        return [] if value is None else value
+
 
 class PaymentRequestSummary(Wire):
     """One row of the list (§7.1)."""
 
     payment_request_id: str = Field(alias="paymentRequestID")
     transaction_type: int | None = Field(default=None, alias="transactionType")
-    customer_tran_id: str | None = Field(default=None, alias="customerTranID")
-    customer_tran_ref: str | None = Field(default=None, alias="customerTranRef")
+    customer_tran_id: ClientValue | None = Field(default=None, alias="customerTranID")
+    customer_tran_ref: ClientValue | None = Field(default=None, alias="customerTranRef")
     amount: Amount | None = None
     usage_count_limit: int | None = Field(default=None, alias="usageCountLimit")
     current_usage_count: int | None = Field(default=None, alias="currentUsageCount")
@@ -154,11 +174,22 @@ class PaymentRequestSummary(Wire):
 
 
 class PaymentRequestSummaryListInfo(Wire):
-    """The answer to list (§7.1): one page, and the total before pagination."""
+    """The answer to list (§7.1): one page, and the total before pagination (``None`` when
+    MPPG answers the bare array of §2.4, which has no total)."""
 
     mag_tran_id: str | None = Field(default=None, alias="magTranID")
-    total_records_available: int = Field(default=0, alias="totalRecordsAvailable")
+    total_records_available: int | None = Field(default=None, alias="totalRecordsAvailable")
     requests: list[PaymentRequestSummary] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_array(cls, data: Any) -> Any:
+        return {"requests": data} if isinstance(data, list) else data
+
+    @field_validator("requests", mode="before")
+    @classmethod
+    def _null_is_empty(cls, value: Any) -> Any:
+        return [] if value is None else value
 
 
 class ErrorBody(Wire):
@@ -172,6 +203,7 @@ class ErrorBody(Wire):
 
 __all__ = [
     "Amount",
+    "ClientValue",
     "ErrorBody",
     "KeyValue",
     "PaymentRequestData",

@@ -3,8 +3,19 @@
 MPPG pushes a TransactionSummary over the request's WebSocket for each transaction and
 closes the socket once the request is paid (spec §6.6). Each relay runs on its own thread:
 every summary goes to ``.../<id>/Transaction`` (in arrival order), then the request is read
-back (GET) and its status goes to ``.../<id>/Status`` (retained), because a summary alone
+back (GET) and its status goes to ``.../<id>/State`` (retained), because a summary alone
 does not say whether the usage limit is reached.
+
+A transaction made while no socket was open (a network blip, the bridge restarting) is
+never pushed again; GET lists it. Every GET's transactions are compared with the ids already
+published and the missing ones published from the GET (``"transactionResponse": null``,
+``"recovered": true``). While a socket is open, a transaction the GET shows first gets
+``FILL_IN_GRACE_S`` to arrive on the socket (with MPPG's response) before it is filled in.
+Each transaction is published once, by ``transactionId``; the ids are kept in the
+``RelayJournal`` so a restarted bridge neither loses nor repeats them.
+
+MPPG's WebSocket URL must be ``wss://`` (it carries a bearer token); ``ws://`` is accepted
+for loopback hosts only (the tests' fake service).
 
 A WebSocket token is a short-lived bearer URL (MPPG's are JWTs of about a minute), so every
 reconnect first fetches the request again, which also brings the current status. A relay
@@ -22,22 +33,29 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
+from urllib.parse import urlsplit
 
 import structlog
-from pydantic import ValidationError
 from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
 from bridge import __version__
 from bridge.backoff import Backoff
 from bridge.mppg.definition import check_request_id
-from bridge.mppg.errors import MppgError
+from bridge.mppg.errors import ErrorCode, MppgError
+from bridge.mppg.journal import RelayJournal
 from bridge.mppg.metrics import MppgMetrics
 from bridge.mppg.models import (
     PaymentRequestDetail,
     PaymentRequestStatus,
-    TransactionSummary,
+    TransactionDetail,
     status_name,
+)
+from bridge.mppg.relay_wire import (
+    expires_at,
+    parse_summary,
+    secure_socket_url,
+    status_payload,
 )
 from bridge.mppg.topics import PaymentTopics
 
@@ -50,6 +68,8 @@ STABLE_AFTER_S: Final = 5.0
 MAX_MESSAGE_BYTES: Final = 256 * 1024
 # After a final status, how long to wait for the service to close the socket.
 FINAL_DRAIN_S: Final = 2.0
+# While a socket is open, how long a transaction GET shows may take to arrive on it.
+FILL_IN_GRACE_S: Final = 1.0
 
 Publish = Callable[[str, bytes, bool], None]
 """``publish(topic, payload, retain)`` at QoS 1; must be thread-safe."""
@@ -70,56 +90,33 @@ class RelayOptions:
     expiry_grace: float = 300.0      # keep listening this long past the expiration date
 
 
-def status_payload(detail: PaymentRequestDetail) -> bytes:
-    """The retained ``Status`` message: MPPG's status, its name and the usage counts."""
-    definition = detail.definition
-    return json.dumps({
-        "paymentRequestID": detail.payment_request_id,
-        "status": detail.status,
-        "statusName": status_name(detail.status),
-        "currentUsageCount": definition.current_usage_count if definition else None,
-        "usageCountLimit": definition.usage_count_limit if definition else None,
-    }).encode()
-
-
-def parse_summary(raw: str | bytes) -> dict[str, Any] | None:
-    """A TransactionSummary as received, or ``None`` if it is not one.
-
-    Some push services wrap a JSON message in a JSON string, so one level of string is
-    unwrapped. The original object is kept (not a re-serialized model) so the relay passes
-    on every field MPPG sent, including ones this version does not know.
-    """
-    try:
-        data = json.loads(raw)
-        if isinstance(data, str):
-            data = json.loads(data)
-    except ValueError:
-        return None
-    if not isinstance(data, dict):
-        return None
-    try:
-        TransactionSummary.model_validate(data)
-    except ValidationError:
-        return None
-    return data
-
-
-def _expires_at(detail: PaymentRequestDetail) -> datetime | None:
-    when = detail.definition.expiration_date if detail.definition else None
-    if when is None:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)  # MPPG's naive times are UTC
-
-
 class StatusRelay:
-    """One payment request's WebSocket, relayed on its own daemon thread."""
+    """One payment request's WebSocket, relayed on its own daemon thread.
 
-    def __init__(self, detail: PaymentRequestDetail, *, client: DetailSource,
+    Args:
+        detail: the request as last read; ``None`` when resuming (it is fetched first).
+        request_id: needed when ``detail`` is ``None``.
+        published: transaction ids already published (resuming); default: the ones
+            ``detail`` lists (the requester has seen those in its reply).
+        journal: where the relay and its published ids are recorded.
+    """
+
+    def __init__(self, detail: PaymentRequestDetail | None, *, client: DetailSource,
                  topics: PaymentTopics, publish: Publish, options: RelayOptions,
                  metrics: MppgMetrics | None = None,
-                 on_exit: Callable[[StatusRelay], None] | None = None) -> None:
-        self.request_id = check_request_id(detail.payment_request_id)
+                 on_exit: Callable[[StatusRelay], None] | None = None,
+                 request_id: str | None = None, published: set[str] | None = None,
+                 journal: RelayJournal | None = None) -> None:
+        self.request_id = check_request_id(
+            detail.payment_request_id if detail is not None else request_id)
         self.detail = detail
+        if published is None:
+            published = {t.transaction_id for t in (detail.transactions if detail else [])
+                         if t.transaction_id}
+        self._published = set(published)
+        self._pending: dict[str, tuple[float, TransactionDetail]] = {}
+        self._journal = journal
+        self._gone = False  # MPPG says there is no such request
         self.ended: str | None = None
         self._client = client
         self._topics = topics
@@ -160,13 +157,17 @@ class StatusRelay:
     def _run(self) -> None:
         if self._metrics is not None:
             self._metrics.relays_active.inc()
-        self._log.info("mppg_relay_started")
+        self._log.info("mppg_relay_started", resumed=self.detail is None)
+        if self._journal is not None:
+            self._journal.add(self.request_id, self._published)
         try:
             self.ended = self._relay()
         except Exception:  # a bug here must end this relay only, never the bridge
             self.ended = "failed"
             self._log.exception("mppg_relay_failed")
         finally:
+            if self._journal is not None and self.ended != "bridge stopping":
+                self._journal.remove(self.request_id)  # done: nothing to resume
             if self._metrics is not None:
                 self._metrics.relays_active.dec()
             self._log.info("mppg_relay_ended", reason=self.ended)
@@ -177,18 +178,33 @@ class StatusRelay:
 
     def _relay(self) -> str:
         backoff = Backoff(self._options.reconnect_min_delay, self._options.reconnect_max_delay)
-        token = self.detail.websocket_token
+        while self.detail is None:  # resuming: MPPG's word first
+            if self._fetch() is None and self._gone:
+                return "unknown to mppg"
+            if self.detail is None and self._stop.wait(backoff.next_delay()):
+                return "bridge stopping"
+        backoff.reset()
+        detail = self._current()
+        token = detail.websocket_token
         delay = 0.0
         while True:
-            self._publish_status(self.detail)
-            if self.detail.status in FINAL:
-                return status_name(self.detail.status).lower()
+            self._fill_in(detail, grace=0.0)
+            self._publish_status(detail)
+            if detail.status in FINAL:
+                return status_name(detail.status).lower()
             if self._long_expired():
                 return "past expiration"
             if token is not None:
+                if not secure_socket_url(token):
+                    # Not the URL: it carries the access token.
+                    self._log.error("mppg_relay_insecure_url",
+                                    scheme=urlsplit(token).scheme or "-")
+                    return "refused: websocket url is not wss"
                 stable = self._listen(token)
                 token = None  # short-lived: the next connection uses a fresh one
-                if self.detail.status in FINAL:
+                detail = self._current()
+                self._flush_fill_ins(force=True)
+                if detail.status in FINAL:
                     continue
                 if stable:
                     backoff.reset()
@@ -196,11 +212,18 @@ class StatusRelay:
             if self._stop.wait(delay):
                 return "bridge stopping"
             fresh = self._fetch()
-            if fresh is None or fresh.websocket_token is None:
+            if fresh is None:
+                if self._gone:
+                    return "unknown to mppg"
                 delay = backoff.next_delay()
                 continue
+            detail = fresh
             token = fresh.websocket_token
-            delay = 0.0
+            delay = 0.0 if token is not None else backoff.next_delay()
+
+    def _current(self) -> PaymentRequestDetail:
+        assert self.detail is not None
+        return self.detail
 
     def _fetch(self) -> PaymentRequestDetail | None:
         """GET the request (status + fresh token); ``None`` (logged) when MPPG fails."""
@@ -208,12 +231,44 @@ class StatusRelay:
             fresh = self._client.get(self.request_id)
         except MppgError as exc:
             self._log.warning("mppg_relay_refresh_failed", code=exc.code, error=exc.message)
+            self._gone = exc.code == ErrorCode.INVALID_PAYMENT_REQUEST_ID
             return None
         self.detail = fresh
         return fresh
 
+    # -- transactions missed by the socket ----------------------------------------------------
+
+    def _fill_in(self, detail: PaymentRequestDetail, *, grace: float) -> None:
+        """Queue the transactions ``detail`` lists that were never published; publish the
+        ones whose grace is over."""
+        due = time.monotonic() + grace
+        for tx in detail.transactions:
+            tid = tx.transaction_id
+            if tid and tid not in self._published and tid not in self._pending:
+                self._pending[tid] = (due, tx)
+        self._flush_fill_ins(force=False)
+
+    def _flush_fill_ins(self, *, force: bool) -> int:
+        """Publish the fill-ins that are due (all with ``force``); how many were."""
+        now = time.monotonic()
+        count = 0
+        for tid, (due, tx) in list(self._pending.items()):
+            if tid in self._published:
+                del self._pending[tid]
+            elif force or due <= now:
+                del self._pending[tid]
+                summary = {"transactionResponse": None, "detail": tx.to_wire(),
+                           "recovered": True}
+                self._publish_transaction(summary, tid)
+                self._log.info("mppg_relay_transaction_recovered", transaction_id=tid,
+                               approved=tx.approved)
+                count += 1
+                if self._metrics is not None:
+                    self._metrics.transactions_recovered.inc()
+        return count
+
     def _long_expired(self) -> bool:
-        expires = _expires_at(self.detail)
+        expires = expires_at(self._current())
         grace = timedelta(seconds=self._options.expiry_grace)
         return expires is not None and datetime.now(UTC) > expires + grace
 
@@ -234,7 +289,15 @@ class StatusRelay:
         started = time.monotonic()
         delivered = False
         try:
-            self._receive(ws)
+            # Paid between the GET that brought this token and now: the socket will never
+            # say so. One more GET closes that gap (what it shows gets its grace first: the
+            # socket may already hold it, with MPPG's response).
+            fresh = self._fetch()
+            final = False
+            if fresh is not None:
+                self._fill_in(fresh, grace=FILL_IN_GRACE_S)
+                final = fresh.status in FINAL
+            self._receive(ws, final=final)
             delivered = self._delivered > 0
         except ConnectionClosed as closed:
             delivered = self._delivered > 0
@@ -246,7 +309,7 @@ class StatusRelay:
             ws.close()
         return delivered or time.monotonic() - started >= STABLE_AFTER_S
 
-    def _receive(self, ws: ClientConnection) -> None:
+    def _receive(self, ws: ClientConnection, *, final: bool = False) -> None:
         """Read until the socket closes (``ConnectionClosed``), stop, or a final status.
 
         Messages already waiting are relayed before the status is read back, so a burst
@@ -255,7 +318,7 @@ class StatusRelay:
         still in flight must not be lost.
         """
         self._delivered = 0
-        drain_until: float | None = None
+        drain_until: float | None = time.monotonic() + FINAL_DRAIN_S if final else None
         while not self._stop.is_set():
             if drain_until is not None and time.monotonic() > drain_until:
                 return
@@ -264,6 +327,8 @@ class StatusRelay:
             try:
                 raw = ws.recv(timeout=self._options.poll_interval)
             except TimeoutError:
+                if self._flush_fill_ins(force=False):
+                    self._publish_status(self._current())
                 continue
             self._relay_message(raw)
             while True:
@@ -273,6 +338,7 @@ class StatusRelay:
                     break
             fresh = self._fetch()
             if fresh is not None:
+                self._fill_in(fresh, grace=FILL_IN_GRACE_S)
                 self._publish_status(fresh)
                 if fresh.status in FINAL and drain_until is None:
                     drain_until = time.monotonic() + FINAL_DRAIN_S
@@ -284,18 +350,29 @@ class StatusRelay:
             self._log.warning("mppg_relay_unreadable_message", length=len(raw))
             return
         detail = summary.get("detail") or {}
+        tid = detail.get("transactionId") if isinstance(detail, dict) else None
+        self._delivered += 1
+        if isinstance(tid, str) and tid in self._published:
+            self._log.info("mppg_relay_transaction_repeated", transaction_id=tid)
+            return
+        self._publish_transaction(summary, tid if isinstance(tid, str) else None)
+        self._log.info("mppg_relay_transaction", approved=detail.get("approved"),
+                       transaction_id=tid)
+
+    def _publish_transaction(self, summary: dict[str, Any], tid: str | None) -> None:
         self._publish(self._topics.transaction(self.request_id),
                       json.dumps(summary).encode(), False)
-        self._delivered += 1
+        if tid:
+            self._published.add(tid)
+            if self._journal is not None:
+                self._journal.record(self.request_id, tid)
         if self._metrics is not None:
             self._metrics.transactions_relayed.inc()
-        self._log.info("mppg_relay_transaction", approved=detail.get("approved"),
-                       transaction_id=detail.get("transactionId"))
 
     def _publish_status(self, detail: PaymentRequestDetail) -> None:
         payload = status_payload(detail)
         if payload != self._last_status:
-            self._publish(self._topics.status(self.request_id), payload, True)
+            self._publish(self._topics.state(self.request_id), payload, True)
             self._last_status = payload
 
 
@@ -306,5 +383,6 @@ __all__ = [
     "RelayOptions",
     "StatusRelay",
     "parse_summary",
+    "secure_socket_url",
     "status_payload",
 ]

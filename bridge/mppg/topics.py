@@ -1,4 +1,10 @@
-"""Payment-request topics under the bridge root: ``<bridge root>/PaymentRequest/...``."""
+"""Payment-request topics under the bridge root: ``<bridge root>/PaymentRequest/...``.
+
+The retained per-request topic is ``.../<paymentRequestID>/State``, not ``.../Status``:
+MagTek's consumer pages find readers with wildcards ending in ``/Status`` at several depths
+(``MagTek/+/+/+/+/Status`` and deeper), and a retained ``.../<id>/Status`` at a matching depth
+would show up in their device list as a reader that does not exist.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ OPERATIONS: Final = ("create", "list", "get", "update")
 @dataclass(frozen=True, slots=True)
 class PaymentTopics:
     """``<root>/PaymentRequest/<op>`` in, ``.../<op>/response`` out, and per request
-    ``.../<paymentRequestID>/Transaction`` and ``.../<paymentRequestID>/Status``.
+    ``.../<paymentRequestID>/Transaction`` and ``.../<paymentRequestID>/State`` (retained).
 
     Args:
         bridge_root: ``BridgeTopics.root``, e.g. ``MagTek/Bridge/store-1``.
@@ -32,8 +38,8 @@ class PaymentTopics:
     def transaction(self, request_id: str) -> str:
         return f"{self.base}/{request_id}/Transaction"
 
-    def status(self, request_id: str) -> str:
-        return f"{self.base}/{request_id}/Status"
+    def state(self, request_id: str) -> str:
+        return f"{self.base}/{request_id}/State"
 
     def subscriptions(self, qos: int = 1) -> list[tuple[str, int]]:
         return [(self.request(op), qos) for op in OPERATIONS]

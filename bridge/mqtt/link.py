@@ -33,6 +33,7 @@ from typing import Any, Final, Literal
 import paho.mqtt.client as paho
 import structlog
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -81,6 +82,12 @@ class LinkOptions:
     reconnect_max_delay: float = 10.0
     # paho's in-flight cap; above the outbox window, so status and responses never queue.
     max_inflight: int = 20
+    # The password goes to a broker beyond loopback without TLS (explicitly allowed by the
+    # config): said at every connect, so it is never forgotten.
+    password_in_clear: bool = False
+    # Connect failures are logged at warning: the first one, then one summary per interval
+    # (reconnects come every few seconds; a line each time would bury everything else).
+    failure_log_interval: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +158,11 @@ class MqttLink:
         on_ready: connected, subscribed, births sent (I/O loop's thread).
         on_taken_back: a connection ended; what was in flight on it is the owner's again.
         loop: the I/O loop that drives it (default: the process's own).
+        session_expiry: 0 (default) starts a clean session on every connect; N > 0 keeps
+            the session (subscriptions, QoS 1 messages queued while we are away) for N
+            seconds after a disconnect, across process restarts (MQTT v5: clean start off
+            and Session Expiry Interval N; 3.1.1: clean session off, kept as the broker's
+            configuration says).
     """
 
     def __init__(
@@ -169,8 +181,10 @@ class MqttLink:
         on_ready: Callable[[MqttLink], None] | None = None,
         on_taken_back: Callable[[MqttLink], None] | None = None,
         loop: IoLoop | None = None,
+        session_expiry: int = 0,
     ) -> None:
         self._options = options
+        self._session_expiry = session_expiry
         self._client_id = client_id
         self._name = name
         self._will = will
@@ -193,6 +207,8 @@ class MqttLink:
         self.connected = threading.Event()
         self.ready = threading.Event()  # connected, subscribed and births sent
         self.last_error: str | None = None
+        self._failures = 0  # connect attempts failed since the last success
+        self._failure_logged_at: float | None = None
         self._lock = threading.Lock()  # births only
         self._backoff = Backoff(options.reconnect_min_delay, options.reconnect_max_delay)
         self.reconnect_delays: deque[float] = deque(maxlen=32)  # the last ones drawn
@@ -372,10 +388,15 @@ class MqttLink:
         # paho pings after one idle keepalive and gives up one keepalive later: half the
         # configured value makes it a bound on noticing a dead (black-holed) connection.
         keepalive = max(1, o.keepalive // 2)
+        persistent: dict[str, Any] = {}
+        if self.v5 and self._session_expiry > 0:
+            connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            connect_properties.SessionExpiryInterval = self._session_expiry
+            persistent = {"clean_start": False, "properties": connect_properties}
 
         def blocking_connect() -> None:  # the connector thread
             try:
-                client.connect(o.host, o.port, keepalive=keepalive)
+                client.connect(o.host, o.port, keepalive=keepalive, **persistent)
             except Exception as exc:  # every failure is reported the same way
                 self._close_failed_tls()
                 failure = exc
@@ -390,7 +411,7 @@ class MqttLink:
             CallbackAPIVersion.VERSION2,
             client_id=self._client_id,
             protocol=MQTTProtocolVersion.MQTTv5 if self.v5 else MQTTProtocolVersion.MQTTv311,
-            clean_session=None if self.v5 else True,
+            clean_session=None if self.v5 else self._session_expiry == 0,
         )
         o = self._options
         if o.username:
@@ -474,9 +495,24 @@ class MqttLink:
             self.last_error = error
         else:
             self.last_error = f"cannot connect to {where}: {exc}"
-            self._log.debug("mqtt_connect_failed", host=self._options.host,
-                            port=self._options.port, error=str(exc))
+            self._log_connect_failure("mqtt_connect_failed", host=self._options.host,
+                                      port=self._options.port, reason=_failure_reason(exc))
         self._wait_to_reconnect()
+
+    def _log_connect_failure(self, event: str, **fields: Any) -> None:
+        """Warn about the first failed attempt, then once per ``failure_log_interval`` with the
+        count since; the attempts in between go to debug."""
+        self._failures += 1
+        if self._stopping:
+            return
+        now = time.monotonic()
+        interval = self._options.failure_log_interval
+        if self._failure_logged_at is None or now - self._failure_logged_at >= interval:
+            self._failure_logged_at = now
+            self._log.warning(event, failed_attempts=self._failures,
+                              next_report_in_s=round(interval), **fields)
+        else:
+            self._log.debug(event, failed_attempts=self._failures, **fields)
 
     def _wait_to_reconnect(self) -> None:
         delay = self._backoff.next_delay()
@@ -580,9 +616,12 @@ class MqttLink:
     ) -> None:
         if reason_code.is_failure:
             self.last_error = f"broker refused the connection: {reason_code}"
-            self._log.warning("mqtt_connect_refused", reason=str(reason_code))
+            self._log_connect_failure("mqtt_connect_refused", reason=str(reason_code))
             return
         self.last_error = None
+        if self._failures:
+            self._log.info("mqtt_connect_recovered", failed_attempts=self._failures)
+        self._failures, self._failure_logged_at = 0, None
         self._backoff.reset()
         # A loss after a good connection draws its first delay from [min, 2 x min] already:
         # readers that lost the same broker do not come back in the same instant.
@@ -593,6 +632,9 @@ class MqttLink:
         if self._ever_connected and self._metrics is not None:
             self._metrics.mqtt_reconnects.inc()
         self._log.info("mqtt_connected", reconnect=self._ever_connected)
+        if self._options.password_in_clear:
+            self._log.warning("mqtt_password_sent_in_clear", host=self._options.host,
+                              setting="mqtt.allow_password_without_tls")
         self._ever_connected = True
         self.connected.set()
         self._gauge(1)
@@ -709,6 +751,21 @@ class MqttLink:
             handler(inbound)
         except Exception:  # a handler bug must not stop the I/O loop
             self._log.exception("mqtt_handler_failed", topic=message.topic)
+
+
+def _failure_reason(exc: BaseException | None) -> str:
+    """A socket error as an operator reads it: what happened, not just an errno."""
+    if exc is None:
+        return "unknown"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (nothing listening on that port, or a firewall)"
+    if isinstance(exc, socket.gaierror):
+        return f"host name not resolved ({exc.strerror or exc})"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timed out (host unreachable or packets dropped)"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 __all__ = [

@@ -75,9 +75,24 @@ class ReaderTopics:
         )
 
 
+BRIDGE_STATE: Final = "State"
+BRIDGE_INFO: Final = "BridgeInfo"
+
+
+def bridge_list_wildcard(bridge_prefix: str) -> str:
+    """The filter that lists every bridge's state (``MagTek/Bridge/+/State`` by default)."""
+    return f"{bridge_prefix}+/{BRIDGE_STATE}"
+
+
 @dataclass(frozen=True, slots=True)
 class BridgeTopics:
-    """Bridge-level topics: ``<bridge_prefix><host id>/{Status,Info}``."""
+    """Bridge-level topics: ``<bridge_prefix><host id>/State`` and ``.../BridgeInfo``.
+
+    Never ``Status`` or ``Info``: MagTek's consumers list devices with ``+/+/Status``-style
+    wildcards (``MagTek/+/+/Status`` by default), and a bridge topic ending that way would be
+    listed as a reader at some prefix depth. ``State`` and ``BridgeInfo`` match no reader
+    wildcard at any depth.
+    """
 
     bridge_prefix: str
     host_id: str
@@ -88,11 +103,12 @@ class BridgeTopics:
 
     @property
     def status(self) -> str:
-        return f"{self.root}/Status"
+        """Retained ``online``/``offline`` (also the last will)."""
+        return f"{self.root}/{BRIDGE_STATE}"
 
     @property
     def info(self) -> str:
-        return f"{self.root}/Info"
+        return f"{self.root}/{BRIDGE_INFO}"
 
 
 def parse_send_command_topic(prefix: str, topic: str) -> str | None:
@@ -107,8 +123,11 @@ def parse_send_command_topic(prefix: str, topic: str) -> str | None:
 
 
 __all__ = [
+    "BRIDGE_INFO",
+    "BRIDGE_STATE",
     "BridgeTopics",
     "ReaderTopics",
+    "bridge_list_wildcard",
     "device_list_wildcard",
     "filter_alnum",
     "model_segment",

@@ -53,8 +53,11 @@ def _event(notification_id: int, detail_hex: str) -> bytes:
     return build_notification(notification_id, bytes.fromhex(detail_hex))
 
 
-def card_flow(kind: CardKind, serial: str) -> list[bytes]:
-    """The notifications a no-display reader sends for one card (Quick Chip, §5 steps 2-4)."""
+def card_flow(kind: CardKind, serial: str, *, removed: bool = True) -> list[bytes]:
+    """The notifications a no-display reader sends for one card (Quick Chip, §5 steps 2-4).
+
+    ``removed=False`` leaves an inserted card in the slot (its removal comes later, by hand).
+    """
     pt = _PT[kind]
     arqc = data_notification(pt, 0x02, serial)
     batch = data_notification(pt, 0x03, serial, extra=tlv("DF8129", bytes(_BATCH_FILLER)).encode())
@@ -62,9 +65,51 @@ def card_flow(kind: CardKind, serial: str) -> list[bytes]:
     if kind == "tap":
         return [_event(0x0101, "20010400"), arqc, done, batch]
     if kind == "insert":
-        return [_event(0x0101, "10010200"), arqc, done,
-                prompt("REMOVE CARD"), batch, _event(0x0101, "10010300")]
+        flow = [_event(0x0101, "10010200"), arqc, done, prompt("REMOVE CARD"), batch]
+        return [*flow, card_removed()] if removed else flow
     return [_event(0x0101, "08010100"), arqc, done, batch]
+
+
+def card_removed() -> bytes:
+    """0101 ``10010300``: the inserted card left the slot."""
+    return _event(0x0101, "10010300")
+
+
+# Simulator choices where PROTOCOL.md leaves the exact notifications open (§5, §3.7): a MIFARE
+# Classic 1K (``200104 02``), its UID attached (``20080402``, DF79) and "NFC tag removed".
+MIFARE_UID: Final = bytes.fromhex("04A1B2C3D4E5F6")
+
+
+def mifare_flow() -> list[bytes]:
+    """NFC MIFARE read (command 1100): detected, UID attached, tag removed."""
+    uid = tlv("84", tlv("DF79", MIFARE_UID).encode(), length_form=2).encode()
+    return [_event(0x0101, "20010402"),
+            build_notification(0x0101, bytes.fromhex("20080402"), uid, long_payload=True),
+            _event(0x0105, "20050000")]
+
+
+def pin_complete() -> bytes:
+    """0205 PIN entry complete (command 2001): ``F5 {DF71, 99, DFDF41, DFDF42}``, all fake.
+
+    The layout keeps ``84 82 LLLL | 0205 | F5...`` where MagTek's reference looks (§5); the
+    detail ``00000000`` is a simulator choice.
+    """
+    block = tlv("F5", encode_tlvs([
+        tlv("DF71", b"\x00"),
+        tlv("99", bytes(8)),
+        tlv("DFDF41", bytes.fromhex("FFFF9876543210E00002")),
+        tlv("DFDF42", b"\x80"),
+    ])).encode()
+    return build_notification(0x0205, bytes(4), block, long_payload=True)
+
+
+def user_event(kind: CardKind, *, removed: bool = False) -> bytes | None:
+    """1001 user event (category 01, §5) for a card presented or taken away while idle."""
+    codes = {("tap", False): "01000000", ("tap", True): "01010000",
+             ("insert", False): "01020000", ("insert", True): "01030000",
+             ("swipe", False): "01040000"}
+    code = codes.get((kind, removed))
+    return None if code is None else _event(0x1001, code)
 
 
 def prompt(text: str, detail_hex: str = "02010100") -> bytes:
@@ -81,4 +126,6 @@ def notification(notification_id: int, detail_hex: str, payload: bytes | None = 
     return build_notification(notification_id, bytes.fromhex(detail_hex), payload)
 
 
-__all__ = ["TEST_PAN", "CardKind", "card_flow", "data_notification", "notification", "prompt"]
+__all__ = ["MIFARE_UID", "TEST_PAN", "CardKind", "card_flow", "card_removed",
+           "data_notification", "mifare_flow", "notification", "pin_complete", "prompt",
+           "user_event"]

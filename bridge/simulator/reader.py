@@ -1,12 +1,21 @@
 """A simulated DynaFlex II that speaks only HID reports (PROTOCOL.md §10).
 
 Transport-agnostic: the host side calls ``handle_host_report`` and ``next_device_report``.
-Timed behaviour (card auto-present, transaction timeout, reset re-enumeration, buzzer done)
+Timed behaviour (card presented, transaction timeout, reset re-enumeration, buzzer done)
 sits on a time-ordered heap that is processed whenever the reader is touched, so no thread
-per reader is needed. Simulator choices for statuses PROTOCOL.md leaves unconfirmed (§3.3):
-unknown command ``80 01 01 13``, bad payload or non-request ``80 01 01 02``, unknown property
-``80 02 01 02``, cancel without a transaction ``80 02 03 04``, start while running
-``80 02 03 08``. Reports that do not reassemble, and messages that do not parse, are dropped
+per reader is needed.
+
+Cards (PROTOCOL.md §5): Start Transaction names the reader types it allows (A3: MSR, contact,
+contactless); a waiting transaction takes an allowed card. With ``auto_present`` set, the
+reader presents a card by itself ``present_delay`` seconds after the start: the only allowed
+kind, or ``auto_present`` when several are allowed (else insert, tap, swipe in that order).
+With ``auto_present=None`` (manual mode) cards come only from ``present_card`` and
+``remove_card``; a card presented while idle stays in the field/slot (a swipe is buffered)
+for the next transaction, and sends the idle user events (1001 category 01) when property
+1.2.7.1.2.1 enables them (byte 0 bit 7: a simulator choice, the bit map is unconfirmed).
+
+Statuses where PROTOCOL.md leaves the device's answer open: ``bridge.simulator.replies``.
+Reports that do not reassemble, and messages that do not parse, are dropped
 silently, as a device would.
 """
 
@@ -33,32 +42,42 @@ from bridge.mms import (
     property_response,
     read_property,
 )
-from bridge.simulator.cards import CardKind, card_flow, notification, prompt
+from bridge.simulator.cards import (
+    CardKind,
+    card_flow,
+    card_removed,
+    mifare_flow,
+    notification,
+    pin_complete,
+    prompt,
+    user_event,
+)
+from bridge.simulator.replies import (
+    BAD_PAYLOAD,
+    CAPABILITIES_PATH,
+    CARD_ORDER,
+    FIRMWARE_PATH,
+    HARDWARE_PATH,
+    NO_TRANSACTION,
+    OK,
+    SERIAL_PATH,
+    STARTED,
+    TRANSACTION_RUNNING,
+    UNKNOWN_COMMAND,
+    UNKNOWN_PROPERTY,
+    USER_EVENTS_PATH,
+    WEBSOCKET_CONNECTIONS_PATH,
+    file_message,
+    padded,
+    reader_kinds,
+)
 
 REPORT_INTERVAL: Final = 0.001  # USB full speed: one 64-byte report per 1 ms frame (§2)
 MAX_QUEUED_REPORTS: Final = 1 << 16  # ~4 MB of reports; a real device would stall instead
-AUTO_PRESENT_DELAY: Final = 0.05
+DEFAULT_PRESENT_DELAY = 1.0  # a person takes about a second to tap, insert or swipe
 RESET_UNPLUG_DELAY: Final = 0.05  # §3.6: the device resets within 500 ms
 RESET_REPLUG_DELAY: Final = 0.3
 _HOST_LOG_LIMIT: Final = 10_000
-
-_SERIAL_PATH: Final = (2, 2, 1, 1, 1, 1)
-_FIRMWARE_PATH: Final = (2, 1, 2, 2, 2, 2)
-_CAPABILITIES_PATH: Final = (2, 2, 1, 1, 1, 2)
-_HARDWARE_PATH: Final = (2, 2, 1, 1, 1, 3)
-_USER_EVENTS_PATH: Final = (1, 2, 7, 1, 2, 1)
-
-OK: Final = (0x00, 0x000000)
-STARTED: Final = (0x01, 0x000000)
-UNKNOWN_COMMAND: Final = (0x80, 0x010113)
-BAD_PAYLOAD: Final = (0x80, 0x010102)
-UNKNOWN_PROPERTY: Final = (0x80, 0x020102)
-NO_TRANSACTION: Final = (0x80, 0x020304)
-TRANSACTION_RUNNING: Final = (0x80, 0x020308)
-
-
-def _padded(text: str, size: int) -> bytes:
-    return text.encode()[:size].ljust(size, b"\x00")
 
 
 class SimulatedReader:
@@ -68,23 +87,29 @@ class SimulatedReader:
         serial: 7 hex digits (sent as 4 bytes with a trailing 0 nibble, §4).
         firmware_id: ASCII main firmware version.
         paced: release at most one report per millisecond, like USB full speed.
-        auto_present: card presented by itself shortly after a transaction starts, or None.
+        auto_present: the kind of card presented by itself once a transaction waits (the
+            preference when it allows several), or None for manual mode.
+        present_delay: seconds between the start of a transaction and the card (default
+            ``DEFAULT_PRESENT_DELAY``, read when the reader is made).
         report_len: HID report length.
     """
 
     def __init__(self, serial: str = "B123456", *, firmware_id: str = "1000007183-A1-PCI",
                  paced: bool = False, auto_present: CardKind | None = "tap",
+                 present_delay: float | None = None,
                  report_len: int = 64, stream_rate: float = 0.0) -> None:
         self.serial = serial.upper()
         self.firmware_id = firmware_id
         self.paced = paced
         self.auto_present = auto_present
+        self.present_delay = DEFAULT_PRESENT_DELAY if present_delay is None else present_delay
         self.report_len = report_len
         self.plugged = True
         self.generation = 0  # bumped on every replug: old transports stay dead
         self.host_messages: deque[bytes] = deque(maxlen=_HOST_LOG_LIMIT)
         self.dropped_reports = 0
         self.user_events = b"\x00\x00\x00\x00"
+        self.websocket_connections = b"\x04"
         self._reassembler = Reassembler(report_len=report_len)
         self._out: deque[bytes] = deque()
         self._cond = threading.Condition()
@@ -93,6 +118,10 @@ class SimulatedReader:
         self._next_slot = 0.0
         self._transaction = False
         self._transaction_id = 0
+        self._allowed: tuple[CardKind, ...] = ()
+        self._mifare = False  # the waiting transaction is an NFC MIFARE read (1100)
+        self._held: CardKind | None = None  # card in the field or slot, or a buffered swipe
+        self._removal_due = False  # an inserted card's transaction ended; 0101 10010300 next
         # Benchmarks: a steady stream of single-report notifications, this many per second.
         self.stream_rate = stream_rate
         self._stream_next = 0.0
@@ -151,13 +180,33 @@ class SimulatedReader:
             self._cond.notify_all()
 
     def present_card(self, kind: CardKind = "tap") -> bool:
-        """Present a card; returns False when no transaction is waiting for one."""
+        """Tap, insert or swipe a card. A waiting transaction that allows ``kind`` reads it;
+        while idle the card stays for the next transaction (idle user event if enabled).
+        False when nothing happened (a kind the transaction does not allow, a second insert).
+        """
         with self._cond:
-            if not self._transaction:
+            if self._transaction:
+                if kind not in self._allowed:
+                    return False
+                self._read_card(kind, self._transaction_id)
+                return True
+            if kind == "insert" and self._held == "insert":
                 return False
-            for message in card_flow(kind, self.serial):
-                self._queue(message)
-            self._transaction = False
+            self._held = kind
+            self._idle_event(user_event(kind))
+            return True
+
+    def remove_card(self) -> bool:
+        """Take the card away (from the slot or field); False when there is none."""
+        with self._cond:
+            held, self._held = self._held, None
+            if held is None:
+                return False
+            if held == "insert" and self._removal_due:
+                self._removal_due = False
+                self._queue(card_removed())
+            else:
+                self._idle_event(user_event(held, removed=True))
             return True
 
     def unplug(self) -> None:
@@ -166,6 +215,8 @@ class SimulatedReader:
             self._out.clear()
             self._reassembler.reset()
             self._transaction = False
+            self._held = None
+            self._removal_due = False
             self._cond.notify_all()
 
     def replug(self, power_up_notification: bool = False) -> None:
@@ -239,11 +290,12 @@ class SimulatedReader:
             self._respond(request, BAD_PAYLOAD)
             return
         values: dict[tuple[int, ...], bytes] = {
-            _SERIAL_PATH: bytes.fromhex(self.serial + "0"),
-            _FIRMWARE_PATH: _padded(self.firmware_id, 19),
-            _CAPABILITIES_PATH: _padded("V=1,SC=1,SR=1,UDE=0,CE=2,CLE=2,BT=0,WF=0", 64),
-            _HARDWARE_PATH: _padded("41PCI450A0", 16),
-            _USER_EVENTS_PATH: self.user_events,
+            SERIAL_PATH: bytes.fromhex(self.serial + "0"),
+            FIRMWARE_PATH: padded(self.firmware_id, 19),
+            CAPABILITIES_PATH: padded("V=1,SC=1,SR=1,UDE=0,CE=2,CLE=2,BT=0,WF=0", 64),
+            HARDWARE_PATH: padded("41PCI450A0", 16),
+            USER_EVENTS_PATH: self.user_events,
+            WEBSOCKET_CONNECTIONS_PATH: self.websocket_connections,
         }
         value = values.get(path)
         if value is None:
@@ -257,10 +309,14 @@ class SimulatedReader:
         except ProtocolError:
             self._respond(request, BAD_PAYLOAD)
             return
-        if prop.path != _USER_EVENTS_PATH or len(prop.value) != 4:
+        if prop.path == USER_EVENTS_PATH and len(prop.value) == 4:
+            self.user_events = prop.value
+        elif (prop.path == WEBSOCKET_CONNECTIONS_PATH and len(prop.value) == 1
+              and 1 <= prop.value[0] <= 4):
+            self.websocket_connections = prop.value
+        else:
             self._respond(request, UNKNOWN_PROPERTY)
             return
-        self.user_events = prop.value
         self._queue(property_response(request, prop.value))
 
     def _start_transaction(self, request: Message) -> None:
@@ -269,31 +325,56 @@ class SimulatedReader:
             return
         try:
             items = {t.tag_hex: t.value for t in decode_tlvs(request.payload or b"", offset=2)}
+            allowed = reader_kinds(items.get("A3"))
         except ProtocolError:
             self._respond(request, BAD_PAYLOAD)
             return
-        timeout = items.get("82", b"\x3c")
-        self._transaction = True
-        self._transaction_id += 1
-        ident = self._transaction_id
+        if not allowed:
+            self._respond(request, BAD_PAYLOAD)
+            return
         self._respond(request, STARTED)
         self._queue(prompt("PRESENT CARD", "02010200"))
+        self._wait_for_card(allowed, items.get("82", b"\x3c"), mifare=False)
+
+    def _wait_for_card(self, allowed: tuple[CardKind, ...], timeout: bytes, *,
+                       mifare: bool) -> None:
+        self._transaction = True
+        self._transaction_id += 1
+        self._allowed = allowed
+        self._mifare = mifare
+        ident = self._transaction_id
         if timeout and timeout[0]:
             self._later(timeout[0], lambda: self._time_out(ident))
-        if self.auto_present is not None:
-            kind = self.auto_present
-            self._later(AUTO_PRESENT_DELAY, lambda: self._auto_present(ident, kind))
+        if self._held in allowed:  # already in the field or slot, or a buffered swipe
+            held = self._held
+            self._later(0.0, lambda: self._read_card(held, ident))
+        elif self.auto_present is not None:
+            kind = self.auto_present if self.auto_present in allowed else next(
+                k for k in CARD_ORDER if k in allowed)
+            self._later(self.present_delay, lambda: self._read_card(kind, ident))
 
-    def _auto_present(self, ident: int, kind: CardKind) -> None:
-        if self._transaction and self._transaction_id == ident:
-            for message in card_flow(kind, self.serial):
-                self._queue(message)
-            self._transaction = False
+    def _read_card(self, kind: CardKind, ident: int) -> None:
+        """The waiting transaction ``ident`` reads a ``kind`` card (if it still waits)."""
+        if not (self._transaction and self._transaction_id == ident):
+            return
+        self._transaction = False
+        manual = self.auto_present is None
+        flow = mifare_flow() if self._mifare else card_flow(kind, self.serial,
+                                                            removed=not manual)
+        for message in flow:
+            self._queue(message)
+        # By hand an inserted card stays in the slot until removed; a swipe is used up.
+        self._held = "insert" if kind == "insert" and manual else None
+        self._removal_due = self._held == "insert"
 
     def _time_out(self, ident: int) -> None:
         if self._transaction and self._transaction_id == ident:
             self._transaction = False
             self._queue(notification(0x0105, "00010000"))
+
+    def _idle_event(self, message: bytes | None) -> None:
+        if message is not None and not self._transaction and self.user_events[0] & 0x80:
+            self._queue(message)
 
     def _cancel(self, request: Message) -> None:
         if not self._transaction:
@@ -323,6 +404,21 @@ class SimulatedReader:
     def _display(self, request: Message) -> None:
         self._respond(request, OK)
 
+    def _mifare_read(self, request: Message) -> None:
+        """1100 NFC MIFARE (seed 004): started, then a tap gives the card's UID."""
+        if self._transaction:
+            self._respond(request, TRANSACTION_RUNNING)
+            return
+        self._respond(request, STARTED)
+        self._wait_for_card(("tap",), b"\x3c", mifare=True)
+
+    def _request_pin(self, request: Message) -> None:
+        """2001 Request PIN: started, a prompt, then (after ``present_delay``: the person
+        typing) the 0205 PIN-complete notification with a fake encrypted PIN block."""
+        self._respond(request, STARTED)
+        self._queue(prompt("ENTER PIN", "02010200"))
+        self._later(self.present_delay, lambda: self._queue(pin_complete()))
+
     def _get_file(self, request: Message) -> None:
         """D821 Start Get File: answers with a device file message of N bytes (multi-KB).
 
@@ -340,15 +436,6 @@ class SimulatedReader:
         self._queue(file_message(request.ref, size))
 
 
-def file_message(ref: int, size: int) -> bytes:
-    """A device file message (type 84, 81 of 8 bytes) carrying ``size`` payload bytes."""
-    data = bytes(i & 0xFF for i in range(size))
-    info = bytes((MessageType.DEVICE_FILE, ref)) + bytes.fromhex("D821") + bytes.fromhex(
-        "D8010000")
-    body = b"\x81\x08" + info + b"\x84\x83" + (len(data) + 2).to_bytes(3, "big") + b"\xd8\x21"
-    return b"\xaa\x00" + body + data
-
-
 _HANDLERS: Final[dict[int, Callable[[SimulatedReader, Message], None]]] = {
     0xD101: SimulatedReader._get_property,
     0xD111: SimulatedReader._set_property,
@@ -358,6 +445,9 @@ _HANDLERS: Final[dict[int, Callable[[SimulatedReader, Message], None]]] = {
     0x1805: SimulatedReader._buzzer,
     0x1803: SimulatedReader._display,
     0x1822: SimulatedReader._display,
+    0x1802: SimulatedReader._display,  # user selection result: acknowledged
+    0x1100: SimulatedReader._mifare_read,
+    0x2001: SimulatedReader._request_pin,
     0xD821: SimulatedReader._get_file,
 }
 

@@ -25,7 +25,7 @@ def get_backend(name: str, **options: Any) -> Backend:
     if name == "hid":
         from bridge.transport.hid import HidBackend  # noqa: PLC0415
 
-        return HidBackend()
+        return HidBackend(**options)
     raise TransportError(f"unknown transport backend {name!r} (use 'hid' or 'simulated')")
 
 

@@ -1,4 +1,12 @@
-"""The hidapi backend: the only importer of ``hid`` (cython-hidapi). Thin on purpose.
+"""The hidapi backend: the only importer of cython-hidapi's modules. Thin on purpose.
+
+Which hidapi: the PyPI wheel ships two modules on Linux (PROTOCOL.md §1.1). ``hidraw`` talks to
+``/dev/hidrawN`` through the kernel's HID driver, which stays bound; it enumerates through
+sysfs (no netlink), so the udev rule (group ``magtek`` on hidraw nodes) and the systemd unit
+(``DeviceAllow=char-hidraw``, no AF_NETLINK) fit it. There ``hid`` is the libusb backend: it
+needs ``/dev/bus/usb/*`` access, AF_NETLINK and the right to detach the kernel driver, and
+sees no reader without them. So ``auto`` means ``hidraw`` on Linux and the native ``hid``
+module elsewhere (macOS, Windows); ``readers.hid_api`` forces one.
 
 PROTOCOL.md §1: readers have no report ids, so ``write`` gets a leading 0x00 byte (65 bytes)
 and ``read`` returns the 64 report bytes. A failing read or write means the reader is gone.
@@ -8,7 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
-from typing import Any, Protocol, cast
+import sys
+import threading
+from typing import Any, Literal, Protocol, cast
+
+import structlog
 
 from bridge.errors import DeviceGoneError, DevicePermissionError, TransportError
 from bridge.transport.base import (
@@ -17,13 +29,21 @@ from bridge.transport.base import (
     REPORT_LEN,
     DeviceInfo,
 )
+from bridge.transport.hidraw_nodes import (
+    PERMISSION_HINT,
+    HidrawNode,
+    NodeProblem,
+    node_for_path,
+    probe,
+    scan_hidraw,
+)
+
+_log = structlog.get_logger("bridge.transport.hid")
 
 _VENDOR_USAGE_PAGE = 0xFF00
-_PERMISSION_HINT = (
-    "permission denied opening {path}: install the udev rule (sudo cp "
-    "systemd/70-magtek-mms.rules /etc/udev/rules.d/ && sudo udevadm control --reload-rules "
-    "&& sudo udevadm trigger) and run the bridge as a member of group 'magtek'"
-)
+HidApi = Literal["auto", "hidraw", "libusb"]
+# What each resolved choice imports: on Linux the wheel's ``hid`` is its libusb build.
+_MODULES = {"hidraw": "hidraw", "libusb": "hid", "native": "hid"}
 
 
 class _HidDevice(Protocol):
@@ -33,20 +53,37 @@ class _HidDevice(Protocol):
     def close(self) -> None: ...
 
 
-def _hid_module() -> Any:
+def resolve_api(requested: HidApi = "auto", platform: str = sys.platform) -> str:
+    """``hidraw`` / ``libusb`` (Linux) or ``native`` (elsewhere) for a configured choice."""
+    linux = platform.startswith("linux")
+    if requested == "auto":
+        return "hidraw" if linux else "native"
+    if not linux:
+        raise TransportError(f"readers.hid_api = {requested!r} exists only on Linux; use 'auto'")
+    return requested
+
+
+def _hid_module(api: str = "native") -> Any:
+    name = _MODULES[api]
     try:
-        import hid  # noqa: PLC0415 - imported lazily so the simulator runs without libhidapi
+        # Imported lazily so the simulator runs without libhidapi.
+        if name == "hidraw":
+            import hidraw as module  # noqa: PLC0415
+        else:
+            import hid as module  # noqa: PLC0415
     except ImportError as exc:
-        raise TransportError(f"hidapi is not available: {exc}") from exc
-    return hid
+        raise TransportError(f"hidapi ({name} module) is not available: {exc}") from exc
+    return module
 
 
 class HidTransport:
     """One reader opened through hidapi."""
 
-    def __init__(self, info: DeviceInfo, report_len: int = REPORT_LEN) -> None:
+    def __init__(self, info: DeviceInfo, report_len: int = REPORT_LEN,
+                 api: str = "native") -> None:
         self._info = info
         self._report_len = report_len
+        self._api = api
         self._device: _HidDevice | None = None
 
     @property
@@ -60,15 +97,25 @@ class HidTransport:
     def open(self) -> None:
         if self._device is not None:
             return
-        device = cast(_HidDevice, _hid_module().device())
+        device = cast(_HidDevice, _hid_module(self._api).device())
         try:
             device.open_path(self._info.path.encode())
         except OSError as exc:
-            if getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM) or (
-                    "ermission" in str(exc)):
-                raise DevicePermissionError(_PERMISSION_HINT.format(path=self._info.path)) from exc
-            raise TransportError(f"cannot open {self._info.path}: {exc}") from exc
+            raise self._open_error(exc) from exc
         self._device = device
+
+    def _open_error(self, exc: OSError) -> TransportError:
+        """hidapi says only "open failed": ask the kernel why, by opening the node ourselves."""
+        if exc.errno in (errno.EACCES, errno.EPERM) or "ermission" in str(exc):
+            return DevicePermissionError(
+                f"permission denied opening {self._info.path}: {PERMISSION_HINT}")
+        if self._api == "hidraw":
+            problem = probe(node_for_path(self._info.path, scan_hidraw()))
+            if problem is not None and problem.kind == "permission":
+                return DevicePermissionError(problem.detail)
+            if problem is not None:
+                return TransportError(problem.detail)
+        return TransportError(f"cannot open {self._info.path}: {exc}")
 
     def close(self) -> None:
         device, self._device = self._device, None
@@ -100,16 +147,36 @@ class HidTransport:
 
 
 class HidBackend:
-    """Finds MagTek readers with ``hid.enumerate`` and opens them."""
+    """Finds MagTek readers with hidapi's ``enumerate`` and opens them.
+
+    On Linux it also reads sysfs for MagTek hidraw nodes hidapi did not list (e.g. the libusb
+    backend, which cannot see them under the shipped unit) and warns once per node, so a
+    reader the bridge cannot use is never silently absent.
+
+    Args:
+        api: ``auto``, ``hidraw`` or ``libusb`` (``readers.hid_api``).
+    """
 
     name = "hid"
 
+    def __init__(self, api: HidApi = "auto", *, warn_unlisted: bool = True) -> None:
+        self.api = resolve_api(api)
+        self._warn = warn_unlisted
+        self._warned: set[str] = set()
+        self._warned_lock = threading.Lock()
+
     def enumerate(self) -> list[DeviceInfo]:
-        hid = _hid_module()
+        module = _hid_module(self.api)
         try:
-            entries = hid.enumerate(MAGTEK_VENDOR_ID, 0)
+            entries = module.enumerate(MAGTEK_VENDOR_ID, 0)
         except OSError as exc:
             raise TransportError(f"hid enumeration failed: {exc}") from exc
+        found = self._readers(entries)
+        if self.api != "native" and self._warn:
+            self._warn_unlisted(found)
+        return found
+
+    def _readers(self, entries: list[dict[str, Any]]) -> list[DeviceInfo]:
         found: list[DeviceInfo] = []
         seen: set[str] = set()
         for entry in entries:
@@ -131,8 +198,46 @@ class HidBackend:
             ))
         return [d for d in found if d.vendor_id == MAGTEK_VENDOR_ID]
 
+    def _warn_unlisted(self, found: list[DeviceInfo]) -> None:
+        nodes = scan_hidraw()
+        listed = {d.path for d in found}
+        unlisted = {n.devnode: n for n in nodes if n.devnode not in listed}
+        if self.api == "libusb" and found:
+            unlisted = {}  # libusb paths are USB bus paths: nothing to compare against
+        with self._warned_lock:
+            self._warned &= set(unlisted)  # a node that went away may warn again later
+            new = [n for path, n in unlisted.items() if path not in self._warned]
+            self._warned.update(n.devnode for n in new)
+        for node in new:
+            _log.warning("reader_not_usable", path=node.devnode, name=node.hid_name,
+                         product_id=f"0x{node.product_id:04X}", hid_api=self.api,
+                         reason=self._unlisted_reason(node))
+
+    def _unlisted_reason(self, node: HidrawNode) -> str:
+        problem = probe(node)
+        why = f"; also {problem.detail}" if problem is not None else ""
+        if self.api == "libusb":
+            return (f"a MagTek reader is at {node.devnode}, but the libusb backend does not see "
+                    f"it (it needs /dev/bus/usb access and AF_NETLINK); set readers.hid_api = "
+                    f"'auto' to use hidraw{why}")
+        return f"hidapi did not list the MagTek hidraw node {node.devnode}{why}"
+
+    def diagnose(self, found: list[DeviceInfo]) -> list[NodeProblem]:
+        """Every MagTek hidraw node we cannot open, and why (``magtek-bridge devices``)."""
+        if self.api == "native":
+            return []
+        listed = {d.path for d in found}
+        problems = []
+        for node in scan_hidraw():
+            problem = probe(node)
+            if problem is not None:
+                problems.append(problem)
+            elif node.devnode not in listed and (self.api == "hidraw" or not found):
+                problems.append(NodeProblem(node, "unlisted", self._unlisted_reason(node)))
+        return problems
+
     def open(self, info: DeviceInfo) -> HidTransport:
-        return HidTransport(info)
+        return HidTransport(info, api=self.api)
 
 
-__all__ = ["MMS_PRODUCT_IDS", "HidBackend", "HidTransport"]
+__all__ = ["MMS_PRODUCT_IDS", "HidApi", "HidBackend", "HidTransport", "resolve_api"]

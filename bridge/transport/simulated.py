@@ -30,6 +30,11 @@ class SimulatedTransport:
         return self._info
 
     @property
+    def reader(self) -> SimulatedReader:
+        """The simulated reader behind this connection (for its card controls)."""
+        return self._reader
+
+    @property
     def report_len(self) -> int:
         return self._reader.report_len
 
@@ -70,8 +75,11 @@ class SimulatedBus:
         serials: their serial numbers (default B123456, B654321, ...).
         product: USB product string.
         product_id: USB product id (0x2020 DynaFlex family).
-        auto_present: card presented automatically after a transaction starts (or None).
+        auto_present: the card presented by itself once a transaction waits (the preference
+            when it allows several kinds), or None for manual mode (``present_card``).
         card_scenario: alias of ``auto_present`` for the CLI/demo.
+        present_delay: seconds from the start of a transaction to the card (None: the
+            simulator's default, about a second).
         stream_rate: each reader also emits this many single-report notifications a second
             (benchmarks: 1000 is USB full-speed line rate).
     """
@@ -81,7 +89,7 @@ class SimulatedBus:
     def __init__(self, count: int = 1, *, paced: bool = False, serials: list[str] | None = None,
                  product: str = "DynaFlex II", product_id: int = 0x2020,
                  auto_present: CardKind | None = "tap", card_scenario: CardKind | None = None,
-                 stream_rate: float = 0.0) -> None:
+                 stream_rate: float = 0.0, present_delay: float | None = None) -> None:
         self.product = product
         self.product_id = product_id
         self._lock = threading.Lock()
@@ -92,7 +100,8 @@ class SimulatedBus:
                       else _DEFAULT_SERIALS[index % len(_DEFAULT_SERIALS)] if index < 4
                       else f"C{index:06X}")
             self.add_reader(SimulatedReader(serial, paced=paced, auto_present=kind,
-                                            stream_rate=stream_rate))
+                                            stream_rate=stream_rate,
+                                            present_delay=present_delay))
 
     def add_reader(self, reader: SimulatedReader) -> SimulatedReader:
         with self._lock:

@@ -51,12 +51,16 @@ class Client:
         queue_limit: frames that may wait for it before it counts as too slow.
         metrics: frames out are counted here.
         on_slow: called once when the client falls behind.
+        json_frames: the client asked for JSON status/error frames (``bridge.websocket.frames``);
+            otherwise it only ever gets MMS hex, like from a reader's own WebSocket.
     """
 
     def __init__(self, connection: ServerConnection, root: str, *, queue_limit: int,
-                 metrics: Metrics, on_slow: Callable[[Client], None]) -> None:
+                 metrics: Metrics, on_slow: Callable[[Client], None],
+                 json_frames: bool = False) -> None:
         self.connection = connection
         self.root = root
+        self.json_frames = json_frames
         self._limit = queue_limit
         self._metrics = metrics
         self._on_slow = on_slow
@@ -66,8 +70,9 @@ class Client:
 
     def push_status(self, connected: bool) -> None:
         """Queue a status frame, unless it repeats the last one this client got (the first
-        one, sent on attach, can cross the reader's own connect event)."""
-        if connected is not self._connected:
+        one, sent on attach, can cross the reader's own connect event). Plain clients get
+        none: MagTek's parser would read it as a garbage MMS message."""
+        if self.json_frames and connected is not self._connected:
             self._connected = connected
             self.push(status_frame(self.root, connected))
 

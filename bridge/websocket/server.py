@@ -8,8 +8,9 @@ One named thread (``websocket``) runs an event loop that owns every client. Path
 
 Client -> bridge: a text frame with an MMS command as hex (or ``SENDCOMMAND,<hex>``), or a
 binary frame with raw MMS bytes; each goes through ``ReaderSession.submit`` like an MQTT
-``SendCommand``, and a refusal is answered with a JSON error frame. Bridge -> client: every
-reader message as upper-case hex, in order, and JSON status frames.
+``SendCommand``. Bridge -> client: every reader message as upper-case hex, in order, and
+nothing else (MagTek's wire format); JSON status and error frames only for clients that ask
+(``bridge.websocket.frames``: what a refused command gets on each kind of connection).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import contextlib
 import socket
 import ssl
 import threading
+import time
+from collections.abc import Sequence
 from typing import Final, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -27,13 +30,16 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
 from bridge.config import WebSocketSettings
 from bridge.errors import ConfigError
 from bridge.intake import Rejection
 from bridge.metrics import Metrics
 from bridge.session import ReaderSession
+from bridge.throttle import Throttle
 from bridge.websocket.access import AccessPolicy, Refusal
+from bridge.websocket.frames import refusal_response, select_json
 from bridge.websocket.hub import CLOSE_GRACE, Client, ClientHub, error_frame
 from bridge.websocket.pages import commands_document, readers_document, ui_page
 
@@ -74,6 +80,7 @@ class WebSocketEndpoint:
                  max_message_size: int = 1 << 20) -> None:
         self._settings = settings
         self._metrics = metrics
+        self._refusal_lines = Throttle(interval=1.0, burst=5)  # a flood is one line a second
         self._max_frame = 3 * max_message_size + 64  # hex text with whitespace (bridge.intake)
         auth = settings.auth
         self._policy = AccessPolicy(
@@ -143,6 +150,7 @@ class WebSocketEndpoint:
             server = await serve(
                 self._serve_client, self._settings.address, self._settings.port,
                 process_request=self._process_request, ssl=self._tls_context(),
+                select_subprotocol=_select_subprotocol,
                 max_size=self._max_frame, close_timeout=CLOSE_GRACE,
                 ping_interval=PING_INTERVAL, ping_timeout=PING_INTERVAL,
                 server_header="magtek-bridge",
@@ -223,17 +231,21 @@ class WebSocketEndpoint:
 
     async def _serve_client(self, connection: ServerConnection) -> None:
         assert self._directory is not None
-        root = await self._resolve(connection)
+        assert connection.request is not None
+        json_frames = _wants_json(connection)
+        root = await self._resolve(connection, json_frames)
         if root is None:
             return
         client = Client(connection, root, queue_limit=self.hub.queue_limit,
-                        metrics=self._metrics, on_slow=self.hub.cut_off)
+                        metrics=self._metrics, on_slow=self.hub.cut_off,
+                        json_frames=json_frames)
         if not self.hub.attach(client):
             detail = f"{self.hub.max_clients} clients already follow this reader"
-            await self._turn_away(connection, _TRY_LATER_CODE, "too_many_clients", detail)
+            await self._turn_away(connection, _TRY_LATER_CODE, "too_many_clients", detail,
+                                  json_frames)
             return
         _log.info("websocket_client_connected", root=root, peer=_peer(connection),
-                  clients=self.hub.clients_of(root))
+                  clients=self.hub.clients_of(root), json_frames=json_frames)
         client.push_status(self._directory.session_for_root(root) is not None)
         pump = asyncio.create_task(client.pump(), name=f"websocket-send[{root}]")
         try:
@@ -250,7 +262,7 @@ class WebSocketEndpoint:
             _log.info("websocket_client_disconnected", root=root, peer=_peer(connection),
                       code=connection.close_code)
 
-    async def _resolve(self, connection: ServerConnection) -> str | None:
+    async def _resolve(self, connection: ServerConnection, json_frames: bool) -> str | None:
         """The root a new client follows, or ``None`` after telling it why there is none."""
         assert self._directory is not None and connection.request is not None
         path = unquote(urlsplit(connection.request.path).path)
@@ -261,27 +273,33 @@ class WebSocketEndpoint:
             reason = "no_reader" if not roots else "several_readers"
             detail = ("no reader is attached" if not roots else
                       f"{len(roots)} readers are attached: connect to /<root> of one")
-            await self._turn_away(connection, _POLICY_CODE, reason, detail, readers=roots)
+            await self._turn_away(connection, _POLICY_CODE, reason, detail, json_frames,
+                                  readers=roots)
             return None
         root = path.strip("/")
         if root in roots or self._directory.known_root(root):
             return root
         await self._turn_away(connection, _POLICY_CODE, "unknown_reader",
                               f"no reader of this bridge has the root {root[:100]}",
-                              readers=roots)
+                              json_frames, readers=roots)
         return None
 
     async def _turn_away(self, connection: ServerConnection, code: int, reason: str,
-                         detail: str, **extra: object) -> None:
+                         detail: str, json_frames: bool, **extra: object) -> None:
+        """Close a connection we cannot serve; the close reason says why. Only a client that
+        asked for JSON frames gets the detail (and the reader list) as a frame first."""
         self._metrics.websocket_refused.labels(reason).inc()
         _log.warning("websocket_refused", reason=reason, detail=detail, peer=_peer(connection))
-        with contextlib.suppress(ConnectionClosed):
-            await connection.send(error_frame(reason, detail, **extra))
-            self._metrics.websocket_frame("out")
+        if json_frames:
+            with contextlib.suppress(ConnectionClosed):
+                await connection.send(error_frame(reason, detail, **extra))
+                self._metrics.websocket_frame("out")
         await connection.close(code, reason)
 
     def _command(self, client: Client, frame: str | bytes) -> None:
-        """Submit one client frame to its reader; refusals go back as error frames."""
+        """Submit one client frame to its reader. A refusal is logged and counted, and goes
+        back as a JSON error frame, or to a plain client as an MMS failure response (or not
+        at all: ``bridge.websocket.frames``)."""
         assert self._directory is not None
         self._metrics.websocket_frame("in")
         result: object
@@ -296,9 +314,32 @@ class WebSocketEndpoint:
                 result = session.submit(payload)
         if isinstance(result, Rejection):
             self._metrics.websocket_rejected(result.reason)
-            _log.warning("websocket_command_rejected", root=client.root, reason=result.reason,
-                         size=len(frame))
-            client.push(error_frame(result.reason, result.detail))
+            held = self._refusal_lines.allow(time.monotonic())
+            if held is not None:
+                _log.warning("websocket_command_rejected", root=client.root,
+                             reason=result.reason, size=len(frame), suppressed=held,
+                             json_frames=client.json_frames)
+            if client.json_frames:
+                client.push(error_frame(result.reason, result.detail))
+                return
+            answer = refusal_response(frame, result)
+            if answer is not None:
+                client.push(answer)
+
+
+def _wants_json(connection: ServerConnection) -> bool:
+    assert connection.request is not None
+    offered = tuple(connection.request.headers.get_all("Sec-WebSocket-Protocol"))
+    names = tuple(p.strip() for value in offered for p in value.split(","))
+    return select_json(connection.request.path, names)[0]
+
+
+def _select_subprotocol(connection: ServerConnection, offered: Sequence[Subprotocol]
+                        ) -> Subprotocol | None:
+    # Our one subprotocol when offered; none otherwise (the library's default would refuse
+    # clients that offer none, MagTek's among them).
+    wanted = select_json("", tuple(offered))[1]
+    return Subprotocol(wanted) if wanted is not None else None
 
 
 def _header(headers: Headers, name: str) -> str | None:

@@ -1,12 +1,23 @@
 """A local MPPG Payment Request service: the four endpoints, Basic auth, the documented
 error bodies, and a WebSocket that pushes TransactionSummary messages when a test says so.
 
+It answers in the shapes the spec shows, not the ones a client would like: create returns
+``paymentLink``/``websocketToken`` null and ``transactions`` null (§3.4); ``customerTranRef``
+comes back as an integer when it is one (§7.4 types it Integer); list rows' times have no
+zone (§2.4); transaction dates have none either (§5.4); a value of the wrong JSON type gets
+ASP.NET's validation body without ``code``; an unknown id gets 404 and an unsupported method
+405, both with an empty body; 401 has no body.
+
 Everything listens on 127.0.0.1, on free ports. Switches: ``server_error`` (500/50000),
-``forbidden`` (403/40300), ``not_set_up`` (500/50001), ``links_on_create`` (False: create
-returns null paymentLink/websocketToken, as the spec's own example does). ``pay()`` plays
-the hosted payment page: it records a transaction, counts it when approved, pushes the
-summary to every listener and, once the usage limit is reached (status Paid), closes the
-sockets as the spec says the service does (§6.6).
+``forbidden`` (403/40300), ``not_set_up`` (500/50001), ``links_on_create`` (True: create
+returns links after all), ``list_as_array`` (list answers a bare array of rows, as the
+spec's §2.4 example), ``ws_refuse`` (WebSocket handshakes get 503: the relay cannot
+connect), ``delay`` (seconds every HTTP answer waits), ``create_failure`` (``"garbage"``:
+create stores the request but answers 200 with a body that is not JSON; ``"slow"``: it stores
+it and answers only after ``slow_seconds``). ``pay()`` plays the hosted payment page: it records a
+transaction, counts it when approved, pushes the summary to every listener and, once the
+usage limit is reached (status Paid), closes the sockets as the spec says the service does
+(§6.6).
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ import base64
 import contextlib
 import json
 import math
+import re
 import secrets
 import socket
 import threading
@@ -34,7 +46,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.sync.server import Server, ServerConnection, serve
 
-from tests.fakes.mppg_rules import RefusalError, check_definition, check_list_query
+from tests.fakes.mppg_rules import BindingError, RefusalError, check_definition, check_list_query
 
 MOUNT = "/PaymentRequest"
 API = f"{MOUNT}/api/PaymentRequest"
@@ -47,6 +59,21 @@ CARD_SENTINEL = "PAN=4111XXXXXXXX1111;TRACK2=SENTINEL-CARD-DATA"
 
 def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _naive(value: datetime) -> str:
+    """A time as MPPG writes list rows and transaction dates: UTC, no zone."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds")
+
+
+def _ref(value: Any) -> Any:
+    """customerTranRef as §7.4 types it (Integer) when it is a number, else as stored."""
+    if isinstance(value, str) and value.isdigit() and len(value) < 10:
+        return int(value)
+    return value
+
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
 
 
 def _json_default(value: Any) -> Any:
@@ -101,7 +128,17 @@ class FakeMppg:
         self.server_error = False
         self.forbidden = False
         self.not_set_up = False
-        self.links_on_create = True
+        self.links_on_create = False
+        self.list_as_array = False
+        self.ws_refuse = False
+        self.delay = 0.0
+        self.create_failure: str | None = None
+        self.slow_seconds = 5.0
+        self.create_stores = True  # False: a failing create stores nothing after all
+        # Set to a cleared Event to hold every HTTP answer until it is set (``in_flight``
+        # counts the calls waiting there).
+        self.gate: threading.Event | None = None
+        self.in_flight = 0
         self.http_port = http_port
         self.ws_port = ws_port
         self.calls: list[tuple[str, str]] = []
@@ -193,7 +230,7 @@ class FakeMppg:
                 raise AssertionError(f"request {request_id} is not Active")
             amount = authorized_amount or str(request.definition["amount"])
             detail = {"paymentRequestId": request_id, "transactionId": str(uuid.uuid4()),
-                      "transactionDate": _iso(datetime.now(UTC)),
+                      "transactionDate": _naive(datetime.now(UTC)),
                       "authorizedAmount": float(Decimal(amount)) if approved else None,
                       "approved": approved}
             request.transactions.append(detail)
@@ -236,6 +273,11 @@ class FakeMppg:
             return self._lock.wait_for(
                 lambda: self._ws_connects.get(request_id, 0) >= count, timeout)
 
+    def wait_in_flight(self, count: int, timeout: float = 5.0) -> bool:
+        """Wait until ``count`` HTTP calls are held at the gate at once."""
+        with self._lock:
+            return self._lock.wait_for(lambda: self.in_flight >= count, timeout)
+
     def listeners(self, request_id: str) -> int:
         with self._lock:
             return len(self._listeners.get(request_id, []))
@@ -265,6 +307,8 @@ class FakeMppg:
         return owner if owner and time.monotonic() < expires else None
 
     def _ws_check(self, connection: ServerConnection, request: Request) -> Response | None:
+        if self.ws_refuse:
+            return Response(503, "Service Unavailable", Headers(), b"push service down")
         if self._token_owner(request.path) is None:
             return Response(401, "Unauthorized", Headers(), b"invalid or expired token")
         return None
@@ -293,8 +337,12 @@ class FakeMppg:
 
     # -- the HTTP API ------------------------------------------------------------------------
 
-    def _detail(self, request: FakeRequest, *, links: bool = True) -> dict[str, Any]:
+    def _detail(self, request: FakeRequest, *, links: bool = True,
+                created: bool = False) -> dict[str, Any]:
         now = datetime.now(UTC)
+        definition = {**request.definition, "currentUsageCount": request.usage,
+                      "dateCreated": request.created}
+        definition["customerTranRef"] = _ref(definition["customerTranRef"])
         return {
             "magTranID": str(uuid.uuid4()),
             "paymentRequestID": request.id,
@@ -302,10 +350,10 @@ class FakeMppg:
             "paymentLink": (f"http://127.0.0.1:{self.http_port}/mppgtouchless/mppg?token="
                             f"{request.id}&src=1") if links else None,
             "websocketToken": self._issue_token(request.id) if links else None,
-            "definition": {**request.definition, "currentUsageCount": request.usage,
-                           "dateCreated": request.created},
+            "definition": definition,
             "status": request.status(now),
-            "transactions": list(request.transactions),
+            # .NET writes a list it never filled as null: create has no transactions yet.
+            "transactions": None if created else list(request.transactions),
         }
 
     def handle(self, method: str, path: str, query: dict[str, str], body: bytes | None,
@@ -314,9 +362,26 @@ class FakeMppg:
         with self._lock:
             self.calls.append((method, path))
         expected = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+        if self.delay:
+            time.sleep(self.delay)
+        gate = self.gate
+        if gate is not None:
+            with self._lock:
+                self.in_flight += 1
+                self._lock.notify_all()
+            try:
+                gate.wait(30)
+            finally:
+                with self._lock:
+                    self.in_flight -= 1
         if authorization != f"Basic {expected}":
             return 401, None
         request_id = path[len(API) + 1:] if path.startswith(f"{API}/") else None
+        if path != API and request_id is None:
+            return 404, None
+        if (method not in ("GET", "POST") if request_id is None
+                else method not in ("GET", "PUT")):
+            return 405, None
         if self.forbidden:
             return 403, self._error(40300, "Authorization Error", request_id)
         if self.not_set_up:
@@ -324,19 +389,25 @@ class FakeMppg:
         if self.server_error:
             return 500, self._error(50000, "Internal Server Error", request_id)
         try:
-            if path == API and method == "GET":
-                return 200, self._list(query)
-            if path == API and method == "POST":
-                return 200, self._create(body)
-            if request_id is not None and method == "GET":
+            if request_id is None:
+                return 200, self._list(query) if method == "GET" else self._create(body)
+            if not _GUID.match(request_id):
+                raise RefusalError(40018, "Invalid Payment Request ID")
+            with self._lock:
+                if request_id not in self.requests:
+                    return 404, None
+            if method == "GET":
                 return 200, self._get(request_id)
-            if request_id is not None and method == "PUT":
-                return 200, self._update(request_id, body)
+            return 200, self._update(request_id, body)
+        except BindingError as failed:
+            return 400, {"type": "https://tools.ietf.org/html/rfc7231#section-6.5.1",
+                         "title": "One or more validation errors occurred.", "status": 400,
+                         "traceId": f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-00",
+                         "errors": failed.errors}
         except RefusalError as refusal:
             # PUT answers PaymentRequestError (with the id); the others PaymentRequestListError.
             return 400, self._error(refusal.code, refusal.message,
                                     request_id if method == "PUT" else None)
-        return 404, None
 
     @staticmethod
     def _error(code: int, message: str, request_id: str | None) -> dict[str, Any]:
@@ -351,9 +422,9 @@ class FakeMppg:
         try:
             return json.loads(raw or b"", parse_float=Decimal)
         except ValueError:
-            raise RefusalError(40010, "Input format error") from None
+            raise BindingError("$", "'n' is an invalid start of a value. Path: $") from None
 
-    def _list(self, query: dict[str, str]) -> dict[str, Any]:
+    def _list(self, query: dict[str, str]) -> Any:
         now = datetime.now(UTC)
         ds, de, ps, pn, st = check_list_query(query, now.date())
         with self._lock:
@@ -362,9 +433,11 @@ class FakeMppg:
             rows.sort(key=lambda r: r.created)
             if rows and pn > math.ceil(len(rows) / ps):
                 raise RefusalError(40015, "Invalid Page Number")
-            page = rows[(pn - 1) * ps:pn * ps]
+            page = [self._summary(r, now) for r in rows[(pn - 1) * ps:pn * ps]]
+            if self.list_as_array:
+                return page
             return {"magTranID": str(uuid.uuid4()), "totalRecordsAvailable": len(rows),
-                    "requests": [self._summary(r, now) for r in page]}
+                    "requests": page}
 
     @staticmethod
     def _summary(r: FakeRequest, now: datetime) -> dict[str, Any]:
@@ -373,22 +446,26 @@ class FakeMppg:
                 "customerTranID": d["customerTranID"], "customerTranRef": d["customerTranRef"],
                 "amount": d["amount"], "usageCountLimit": d["usageCountLimit"],
                 "currentUsageCount": r.usage, "isEnabled": d["isEnabled"],
-                "dateCreated": r.created, "activationDate": d["activationDate"],
-                "expirationDate": d["expirationDate"], "status": r.status(now)}
+                "dateCreated": r.created, "activationDate": _naive(d["activationDate"]),
+                "expirationDate": _naive(d["expirationDate"]), "status": r.status(now)}
 
-    def _create(self, raw: bytes | None) -> dict[str, Any]:
+    def _create(self, raw: bytes | None) -> Any:
         now = datetime.now(UTC)
         definition = check_definition(self._body(raw), DEFAULTS, now)
         request = FakeRequest(str(uuid.uuid4()), definition, now)
         with self._lock:
-            self.requests[request.id] = request
-            return self._detail(request, links=self.links_on_create)
+            failure = self.create_failure
+            if self.create_stores or failure is None:
+                self.requests[request.id] = request
+            detail = self._detail(request, links=self.links_on_create, created=True)
+        if failure == "garbage":
+            return _Raw(b"<html>upstream proxy error</html>")
+        if failure == "slow":
+            time.sleep(self.slow_seconds)
+        return detail
 
     def _lookup(self, request_id: str) -> FakeRequest:
-        request = self.requests.get(request_id)
-        if request is None:
-            raise RefusalError(40018, "Invalid Payment Request ID")
-        return request
+        return self.requests[request_id]
 
     def _get(self, request_id: str) -> dict[str, Any]:
         with self._lock:
@@ -426,15 +503,20 @@ def _handler_for(fake: FakeMppg) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(length) if length else None
             status, payload = fake.handle(self.command, parts.path, query, body,
                                           self.headers.get("Authorization"))
-            data = _dumps(payload) if payload is not None else b""
+            if isinstance(payload, _Raw):
+                data = payload.data
+            else:
+                data = _dumps(payload) if payload is not None else b""
             self.send_response(status)
             if status == 401:
                 self.send_header("WWW-Authenticate", 'Basic realm="MPPG"')
             if data:
                 self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            # A client that gave up (its timeout) is gone: nothing to tell it.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.end_headers()
+                self.wfile.write(data)
 
         def do_GET(self) -> None:
             self._serve()
@@ -445,10 +527,20 @@ def _handler_for(fake: FakeMppg) -> type[BaseHTTPRequestHandler]:
         def do_PUT(self) -> None:
             self._serve()
 
+        def do_DELETE(self) -> None:
+            self._serve()
+
         def log_message(self, format: str, *args: Any) -> None:
             pass  # quiet: pytest shows failures, not access logs
 
     return Handler
+
+
+@dataclass(frozen=True)
+class _Raw:
+    """A body sent as it is (not JSON)."""
+
+    data: bytes
 
 
 @contextmanager

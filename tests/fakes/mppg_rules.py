@@ -2,6 +2,13 @@
 
 Deliberately independent of ``bridge.mppg.definition``: the fake checks the bridge, so
 sharing its code would make the tests agree with themselves.
+
+Two layers, as an ASP.NET service has them: model binding (a body that is not JSON, or a
+value of the wrong JSON type, or a time that is not ISO 8601) fails with ``BindingError``,
+which the fake answers with ASP.NET's own validation body (no ``code``); the service's rules
+then fail with ``RefusalError`` and a documented code. Times without a zone are accepted
+(taken as UTC), an expiration equal to the activation is accepted (the spec's own example),
+and a past expiration is accepted (the request is then Expired).
 """
 
 from __future__ import annotations
@@ -11,6 +18,14 @@ from decimal import Decimal
 from typing import Any
 
 MAX_INT32 = 2_147_483_647
+
+
+class BindingError(Exception):
+    """ASP.NET model binding failed: ``errors`` maps JSON paths to messages."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.errors = {path: [message]}
 
 
 class RefusalError(Exception):
@@ -33,7 +48,8 @@ def _money(body: dict[str, Any], key: str, code: int, *, required: bool) -> Deci
             raise RefusalError(code, f"{key} is required")
         return None
     if not _is_number(value):
-        raise RefusalError(code, f"{key} must be a number")
+        raise BindingError(f"$.{key}", f"The JSON value could not be converted to "
+                           f"System.Decimal. Path: $.{key}")
     amount = Decimal(str(value))
     if not amount.is_finite() or amount < 0:
         raise RefusalError(code, f"{key} must be a non-negative number")
@@ -47,7 +63,10 @@ def _text(body: dict[str, Any], key: str, code: int, limit: int | None) -> str |
     value = body.get(key)
     if value is None:
         return None
-    if not isinstance(value, str) or (limit is not None and len(value) > limit):
+    if not isinstance(value, str):
+        raise BindingError(f"$.{key}", f"The JSON value could not be converted to "
+                           f"System.String. Path: $.{key}")
+    if limit is not None and len(value) > limit:
         raise RefusalError(code, f"{key} must be a string of at most {limit} characters")
     return value
 
@@ -55,7 +74,8 @@ def _text(body: dict[str, Any], key: str, code: int, limit: int | None) -> str |
 def _flag(body: dict[str, Any], key: str) -> bool | None:
     value = body.get(key)
     if value is not None and not isinstance(value, bool):
-        raise RefusalError(40019, f"{key} must be true or false")
+        raise BindingError(f"$.{key}", f"The JSON value could not be converted to "
+                           f"System.Boolean. Path: $.{key}")
     return value
 
 
@@ -70,30 +90,56 @@ def parse_time(text: Any) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _time(body: dict[str, Any], key: str) -> datetime | None:
+    if body.get(key) is None:
+        return None
+    parsed = parse_time(body[key])
+    if parsed is None:
+        raise BindingError(f"$.{key}", f"The JSON value could not be converted to "
+                           f"System.DateTime. Path: $.{key}")
+    return parsed
+
+
 def check_definition(body: Any, defaults: dict[str, Any], now: datetime) -> dict[str, Any]:
     """A PaymentRequestDefinition as stored: checked, merchant defaults filled in.
 
     Raises:
+        BindingError: not an object, or a value of the wrong type.
         RefusalError: the first rule broken, with its documented code.
     """
     if not isinstance(body, dict):
-        raise RefusalError(40010, "the body must be a JSON object")
+        raise BindingError("$", "The JSON value could not be converted to "
+                           "PaymentRequestDefinition. Path: $")
     kind = body.get("transactionType", 1)
-    if kind != 1 or isinstance(kind, bool):
+    if not isinstance(kind, int) or isinstance(kind, bool):
+        raise BindingError("$.transactionType", "The JSON value could not be converted to "
+                           "PaymentRequestTransactionType. Path: $.transactionType")
+    limit = body.get("usageCountLimit", 0)
+    limit = 0 if limit is None else limit
+    if not isinstance(limit, int) or isinstance(limit, bool):
+        raise BindingError("$.usageCountLimit", "The JSON value could not be converted to "
+                           "System.Int32. Path: $.usageCountLimit")
+    info = body.get("additionalInfo")
+    if info is not None and not (isinstance(info, list) and all(
+            isinstance(i, dict) and isinstance(i.get("key"), str) for i in info)):
+        raise BindingError("$.additionalInfo", "The JSON value could not be converted to "
+                           "KeyValuePair[]. Path: $.additionalInfo")
+    percent = body.get("taxPercent")
+    if percent is not None and not _is_number(percent):
+        raise BindingError("$.taxPercent", "The JSON value could not be converted to "
+                           "System.Decimal. Path: $.taxPercent")
+    activation = _time(body, "activationDate")
+    expiration = _time(body, "expirationDate")
+    if kind != 1:
         raise RefusalError(40020, "transactionType must be 1 (SALE)")
     out: dict[str, Any] = {"transactionType": 1}
     out["customerTranID"] = _text(body, "customerTranID", 40026, 256)
     out["customerTranRef"] = _text(body, "customerTranRef", 40027, 256)
     out["amount"] = _money(body, "amount", 40023, required=True)
     out["taxAmount"] = _money(body, "taxAmount", 40024, required=False)
-    percent = body.get("taxPercent")
-    if percent is not None and (not _is_number(percent) or not 0 <= percent <= 100):
+    if percent is not None and not 0 <= percent <= 100:
         raise RefusalError(40019, "taxPercent must be a number from 0 to 100")
     out["taxPercent"] = percent
-    info = body.get("additionalInfo")
-    if info is not None and not (isinstance(info, list) and all(
-            isinstance(i, dict) and isinstance(i.get("key"), str) for i in info)):
-        raise RefusalError(40019, "additionalInfo must be a list of key/value pairs")
     out["additionalInfo"] = info
     out["miscData"] = _text(body, "miscData", 40030, 256)
     out["processorName"] = (_text(body, "processorName", 40028, 128)
@@ -105,23 +151,14 @@ def check_definition(body: Any, defaults: dict[str, Any], now: datetime) -> dict
         out[key] = defaults[key] if flag is None else flag
     enabled = _flag(body, "isEnabled")
     out["isEnabled"] = True if enabled is None else enabled
-    limit = body.get("usageCountLimit", 0)
-    limit = 0 if limit is None else limit
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MAX_INT32:
+    if not 0 <= limit <= MAX_INT32:
         raise RefusalError(40021, "usageCountLimit must be 0..2147483647")
     out["usageCountLimit"] = limit
-    activation = now
-    if body.get("activationDate") is not None:
-        parsed = parse_time(body["activationDate"])
-        if parsed is None:
-            raise RefusalError(40019, "activationDate must be an ISO 8601 time")
-        activation = parsed
-    expiration = activation + timedelta(days=60)
-    if body.get("expirationDate") is not None:
-        parsed = parse_time(body["expirationDate"])
-        if parsed is None or parsed <= activation:
-            raise RefusalError(40022, "expirationDate must be an ISO 8601 time after activation")
-        expiration = parsed
+    activation = activation if activation is not None else now
+    if expiration is None:
+        expiration = activation + timedelta(days=60)
+    elif expiration < activation:
+        raise RefusalError(40022, "expirationDate must not be before activationDate")
     out["activationDate"] = activation
     out["expirationDate"] = expiration
     return out

@@ -109,7 +109,7 @@ class Fleet:
         the end of the bridge's start-up burst."""
         for root in ROOTS:
             self.consumer.wait_for(f"{root}/Info", READY_TIMEOUT_S)
-        self.consumer.wait_for(lambda m: m.topic == f"{BRIDGE_ROOT}/Info"
+        self.consumer.wait_for(lambda m: m.topic == f"{BRIDGE_ROOT}/BridgeInfo"
                                and len(json.loads(m.payload)["readers"]) == len(ROOTS),
                                READY_TIMEOUT_S)
 
@@ -207,9 +207,9 @@ def test_readers_appear_at_central_and_answer_commands_from_there(make_fleet):
             late.expect_retained(f"{root}/Status", b"connected", stored=True)
             reader_info = json.loads(late.wait_for(f"{root}/Info").payload)
             assert (reader_info["host_id"], reader_info["root"]) == (HOST_ID, local_root)
-        late.expect_retained(f"{BRIDGE_ROOT}/Status", b"online", stored=True)
+        late.expect_retained(f"{BRIDGE_ROOT}/State", b"online", stored=True)
         late.expect_retained(UPLINK_STATE, b"1", stored=True)
-        info = json.loads(late.wait_for(f"{BRIDGE_ROOT}/Info").payload)
+        info = json.loads(late.wait_for(f"{BRIDGE_ROOT}/BridgeInfo").payload)
         assert info["host_id"] == HOST_ID
         assert sorted(info["readers"]) == sorted(LOCAL_ROOTS)  # store-local names
 

@@ -22,7 +22,7 @@ GET_SERIAL_HEX = "AA00810401B5D1018418D10181072B06010401F60985010287040201010189
 
 
 def test_sigkill_leaves_last_will_and_sigterm_is_clean(broker, probe_factory, tmp_path):
-    probe = probe_factory(f"{ROOT}/Status", "MagTek/Bridge/proc/Status")
+    probe = probe_factory(f"{ROOT}/Status", "MagTek/Bridge/proc/State")
     with bridge_process(broker, tmp_path, "--simulate", "1") as proc:
         probe.wait_for(lambda m: m.topic == f"{ROOT}/Status" and m.payload == b"connected",
                        timeout=15)
@@ -31,20 +31,20 @@ def test_sigkill_leaves_last_will_and_sigterm_is_clean(broker, probe_factory, tm
         # The broker notices the dead connection and publishes each session's will.
         probe.wait_for(lambda m: m.topic == f"{ROOT}/Status" and m.payload == b"disconnected",
                        timeout=10)
-        probe.wait_for(lambda m: m.topic == "MagTek/Bridge/proc/Status"
+        probe.wait_for(lambda m: m.topic == "MagTek/Bridge/proc/State"
                        and m.payload == b"offline", timeout=10)
 
     probe.drain()
     with bridge_process(broker, tmp_path, "--simulate", "1") as proc:
         probe.wait_for(lambda m: m.topic == f"{ROOT}/Status" and m.payload == b"connected",
                        timeout=15)
-        probe.wait_for(lambda m: m.topic == "MagTek/Bridge/proc/Status"
+        probe.wait_for(lambda m: m.topic == "MagTek/Bridge/proc/State"
                        and m.payload == b"online", timeout=10)
         proc.signal(signal.SIGTERM)
         assert proc.wait() == 0, proc.log_text()
         probe.wait_for(lambda m: m.topic == f"{ROOT}/Status" and m.payload == b"disconnected",
                        timeout=5)
-        probe.wait_for(lambda m: m.topic == "MagTek/Bridge/proc/Status"
+        probe.wait_for(lambda m: m.topic == "MagTek/Bridge/proc/State"
                        and m.payload == b"offline", timeout=5)
         assert "bridge_stopped" in proc.log_text()
 

@@ -115,11 +115,11 @@ def test_shipped_acl_example_confines_a_bridge_to_its_readers(broker_factory, pr
     mqtt = {"username": "store-0042-lane-1", "password": "lane-1-pw"}
     with running_bridge(broker, bus=bus, mqtt=mqtt,
                         topics={"host_id": "store-0042-lane-1"}) as (app, _):
-        pos = probe_factory("MagTek/Device/#", "MagTek/Bridge/+/Status", broker=broker,
+        pos = probe_factory("MagTek/Device/#", "MagTek/Bridge/+/State", broker=broker,
                             username="pos-lane-1", password="pos-pw")
         root = f"MagTek/Device/DynaFlexII/{allowed}"
         pos.expect_retained(f"{root}/Status", b"connected", timeout=10)
-        pos.expect_retained("MagTek/Bridge/store-0042-lane-1/Status", b"online", timeout=10)
+        pos.expect_retained("MagTek/Bridge/store-0042-lane-1/State", b"online", timeout=10)
         pos.publish(f"{root}/SendCommand", commands.get_serial_number(0x21).hex().encode())
         pos.wait_for(f"{root}/MMSMessage", timeout=10)
         # The reader the ACL does not list: its messages are refused by the broker.

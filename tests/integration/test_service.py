@@ -85,7 +85,7 @@ def test_start_transaction_sequence_in_order(broker, probe_factory):
     [
         (b"not hex at all", "not_hex"),
         (b"AA0081040113100884021", "odd_length"),
-        (b"", "empty"),
+        (b"  ", "empty"),
         (b"0102030405", "not_mms"),
         # A device response (type 0x82) is not something a host may send.
         (b"AA00810482131008820400000000", "not_request"),
@@ -125,6 +125,20 @@ def test_retained_command_is_rejected_not_run(broker, probe_factory):
         sent = [parse_message(m).command_id for m in bus.readers[0].host_messages]
         assert 0x1F01 not in sent
     setup.publish(f"{ROOT}/SendCommand", b"", retain=True)  # clear it
+
+
+def test_empty_retained_send_command_clears_without_an_error(broker, probe_factory):
+    bus = SimulatedBus(count=1, serials=[SERIAL], auto_present=None)
+    with running_bridge(broker, bus=bus):
+        probe = probe_factory(f"{ROOT}/Error", f"{ROOT}/Status")
+        probe.expect_retained(f"{ROOT}/Status", b"connected", timeout=10)
+        probe.publish(f"{ROOT}/SendCommand", b"", retain=True)  # how MQTT clears a retained one
+        probe.publish(f"{ROOT}/SendCommand", b"not hex")  # a marker: its Error comes after
+        first_error = json.loads(probe.wait_for(f"{ROOT}/Error", timeout=5).payload)
+        assert first_error["reason"] == "not_hex"
+        # Only the bridge's own identification requests ever reached the reader.
+        sent = {parse_message(m).command_id for m in bus.readers[0].host_messages}
+        assert sent == {0xD101}
 
 
 def test_unplug_replug_and_two_readers(broker, probe_factory):
@@ -170,6 +184,6 @@ def test_bridge_starts_before_broker(broker_factory, probe_factory):
         # Readers are opened and identified while the broker is unreachable.
         assert wait_until(lambda: [s for s in app.supervisor.sessions() if s.identity], 10)
         broker.start()
-        probe = probe_factory(f"{ROOT}/Status", "MagTek/Bridge/testhost/Status", broker=broker)
+        probe = probe_factory(f"{ROOT}/Status", "MagTek/Bridge/testhost/State", broker=broker)
         probe.expect_retained(f"{ROOT}/Status", b"connected", timeout=15)
-        probe.expect_retained("MagTek/Bridge/testhost/Status", b"online", timeout=5)
+        probe.expect_retained("MagTek/Bridge/testhost/State", b"online", timeout=5)

@@ -241,7 +241,7 @@ def test_readers_commands_and_ui_documents(broker):
 
 def test_token_auth_header_or_query(broker, tmp_path):
     token_file = tmp_path / "token"
-    token_file.write_text("s3cret-token\n")
+    token_file.write_text("s3cret-token-0123456\n")
     auth = {"mode": "token", "token_file": str(token_file)}
     with ws_bridge(broker, _bus(), auth=auth) as app:
         url = ws_url(app, "/")
@@ -250,9 +250,9 @@ def test_token_auth_header_or_query(broker, tmp_path):
             with pytest.raises(Exception) as refused:
                 open_client(url + suffix, headers=headers)
             assert refused.value.response.status_code == 401
-        with open_client(url, headers={"Authorization": "Bearer s3cret-token"}) as client:
+        with open_client(url, headers={"Authorization": "Bearer s3cret-token-0123456"}) as client:
             assert recv_json(client)["status"] == "connected"
-        with open_client(url + "?token=s3cret-token") as client:
+        with open_client(url + "?token=s3cret-token-0123456") as client:
             assert recv_json(client)["status"] == "connected"
         status, _, _ = _http(url.replace("ws://", "http://") + "readers")
         assert status == 401
@@ -356,8 +356,8 @@ def test_wss_with_the_configured_certificate(broker, test_pki):
     with ws_bridge(broker, _bus(), tls=tls) as app:
         assert app.websocket.url.startswith("wss://")
         context = ssl.create_default_context(cafile=str(test_pki.ca_file))
-        with connect(f"wss://127.0.0.1:{app.websocket.port}/", ssl=context, open_timeout=5,
-                     proxy=None) as client:
+        url = f"wss://127.0.0.1:{app.websocket.port}/?frames=json"  # opt in by query
+        with connect(url, ssl=context, open_timeout=5, proxy=None) as client:
             assert recv_json(client)["status"] == "connected"
             client.send(commands.get_serial_number(0x81).hex())
             recv_until(client, is_response(GET_SERIAL, 0x81))

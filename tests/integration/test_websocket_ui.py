@@ -105,14 +105,14 @@ def test_ui_sends_get_serial_and_shows_the_response(broker, browser, tmp_path):
 
 def test_ui_with_token_auth(broker, browser, tmp_path):
     token_file = tmp_path / "token"
-    token_file.write_text("ui-token-123")
+    token_file.write_text("ui-token-1234567890")
     bus = SimulatedBus(count=1, serials=[SERIAL], auto_present=None)
     auth = {"mode": "token", "token_file": str(token_file)}
     with ws_bridge(broker, bus, auth=auth) as app:
         base = f"http://127.0.0.1:{app.websocket.port}/ui"
         browser.get(base)  # no token: the page itself is refused
         assert "a token is required" in browser.page_source
-        line = _get_serial_through_the_page(browser, base + "?token=ui-token-123")
+        line = _get_serial_through_the_page(browser, base + "?token=ui-token-1234567890")
         _screenshot(browser, tmp_path, "websocket-ui-token.png")
         assert SERIAL in line
 

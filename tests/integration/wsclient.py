@@ -11,10 +11,12 @@ from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
 from bridge.app import BridgeApp
 from bridge.mms import Message, parse_message
 from bridge.transport.simulated import SimulatedBus
+from bridge.websocket.frames import JSON_SUBPROTOCOL
 from tests.integration.harness import running_bridge, wait_until
 
 Frame = str | bytes
@@ -40,8 +42,12 @@ def ws_bridge(broker: Any, bus: SimulatedBus, **websocket: Any
 
 def open_client(url: str, *, headers: Mapping[str, str] | None = None,
                 origin: str | None = None, max_queue: int | None = 1024,
-                rcvbuf: int | None = None) -> ClientConnection:
-    """Connect (5 s handshake bound); ``rcvbuf`` shrinks the socket's receive buffer first."""
+                rcvbuf: int | None = None, json_frames: bool = True) -> ClientConnection:
+    """Connect (5 s handshake bound); ``rcvbuf`` shrinks the socket's receive buffer first.
+
+    ``json_frames`` asks for the bridge's JSON status/error frames (the subprotocol); without
+    it the client is a plain one, served MagTek's wire format only.
+    """
     sock = None
     if rcvbuf is not None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -53,7 +59,8 @@ def open_client(url: str, *, headers: Mapping[str, str] | None = None,
     return connect(url, sock=sock, additional_headers=dict(headers or {}),
                    origin=origin,  # type: ignore[arg-type]
                    open_timeout=5, close_timeout=5, max_queue=max_queue, proxy=None,
-                   compression=None, max_size=None)
+                   compression=None, max_size=None,
+                   subprotocols=[Subprotocol(JSON_SUBPROTOCOL)] if json_frames else None)
 
 
 def recv_until(client: ClientConnection, done: Callable[[Frame], bool],

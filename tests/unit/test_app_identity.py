@@ -30,8 +30,8 @@ def test_bridge_topics_and_info_carry_the_host_id():
     info = app._info_publication()
     payload = json.loads(info.payload)
 
-    assert app.topics.status == "MagTek/Bridge/store42-lane-pi/Status"
-    assert info.topic == "MagTek/Bridge/store42-lane-pi/Info"
+    assert app.topics.status == "MagTek/Bridge/store42-lane-pi/State"
+    assert info.topic == "MagTek/Bridge/store42-lane-pi/BridgeInfo"
     assert (info.retain, info.qos) == (True, 1)
     assert payload["host_id"] == "store42-lane-pi"
     assert payload["device_prefix"] == "MagTek/Device/"
@@ -42,5 +42,5 @@ def test_bridge_topics_and_info_carry_the_host_id():
 def test_bridge_prefix_is_configurable_beside_the_host_id():
     app = _app(host_id="pi-7", bridge_prefix="Store/0042/Bridge/")
 
-    assert app._info_publication().topic == "Store/0042/Bridge/pi-7/Info"
+    assert app._info_publication().topic == "Store/0042/Bridge/pi-7/BridgeInfo"
     assert json.loads(app._info_publication().payload)["host_id"] == "pi-7"

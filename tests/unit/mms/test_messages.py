@@ -244,6 +244,10 @@ def test_operation_status_names_and_success():
         ("SENDCOMMAND,AA0081040113100884021008", "AA0081040113100884021008"),
         ("sendcommand,aa00 8104 0113 1008 8402 1008", "AA0081040113100884021008"),
         (" SendCommand, AA0081040113100884021008", "AA0081040113100884021008"),
+        ("AA:00:81:04:01:13:10:08:84:02:10:08", "AA0081040113100884021008"),
+        ("aa-00-81-04-01-13-10-08-84-02-10-08", "AA0081040113100884021008"),
+        ("AA00,8104, 0113 ,1008\n8402:1008", "AA0081040113100884021008"),
+        ("SENDCOMMAND,AA:00:81:04:01:13:10:08:84:02:10:08", "AA0081040113100884021008"),
     ],
 )
 def test_command_text_is_normalised(text, expected):
@@ -257,7 +261,10 @@ def test_command_text_is_normalised(text, expected):
         ("   \n", "empty", None),
         ("SENDCOMMAND,", "empty", None),
         ("AA00 81G4", "not_hex", 6),
-        ("AA00,8104", "not_hex", 4),
+        ("AA00;8104", "not_hex", 4),
+        ("AA0:08104", "not_hex", 3),  # a separator inside a byte
+        ("AA00.81.04", "not_hex", 4),
+        ("AA00_8104", "not_hex", 4),
         ("0xAA00", "not_hex", 1),
         ("SENDCOMMAND;AA00", "not_hex", 0),  # not the verb: S is no hex digit
         ("AA0", "odd_length", None),

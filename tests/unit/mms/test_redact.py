@@ -53,6 +53,20 @@ def test_arqc_notification_renders_without_pan_name_or_long_blobs(golden, source
     assert f"84[{len(message.payload or b'')}]=<masked>" in line
 
 
+def test_masked_payload_shows_which_tags_it_holds_and_no_values():
+    message = parse_message(arqc_with_name())
+    line = describe(message)
+    # The tags present, nested into the ARQC blob's F9 container: names only.
+    assert "=<masked>{0101 tags: 84{F9{DFDF25 FA{70{5F20 DFDF4D}}}}}" in line
+    payload = describe_dict(message)["tlvs"][-1]
+    assert payload["value"] == "<masked>"
+    assert payload["tags"] == [{"tag": "84", "tags": [{"tag": "F9", "tags": [
+        {"tag": "DFDF25"},
+        {"tag": "FA", "tags": [{"tag": "70", "tags": [{"tag": "5F20"}, {"tag": "DFDF4D"}]}]},
+    ]}]}]
+    assert "B123456" not in line and b"B123456".hex().upper() not in line
+
+
 def test_unmasked_rendering_does_show_the_data_so_the_mask_is_what_hides_it(golden):
     message = parse_message(arqc_with_name())
     text = describe(message, mask=False)
@@ -123,7 +137,8 @@ def test_get_serial_request_and_response_show_command_and_property(golden):
         " 89[2]{C1[0]=}}")
     response = describe(parse_message(golden("get_serial_response_manual")))
     assert response.startswith("device response B5 D101 Get Property: 00 000000 (OK, done; "
-                               "all good) property 2.2.1.1.1.1 Device Serial Number |")
+                               "all good) property 2.2.1.1.1.1 Device Serial Number "
+                               "serial B61378A |")
     assert response.endswith("89[6]{C1[4]=B61378A0}}")
 
 

@@ -81,3 +81,29 @@ def test_plain_http_to_a_remote_host_is_refused(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MAGTEK_BRIDGE_CONFIG", str(path))
     assert main(["payreq", "list"]) == 2
     assert "https" in capsys.readouterr().err
+
+
+def test_update_changes_only_what_is_given(config, fake_mppg, capsys):
+    rid = fake_mppg.seed("5.00", usageCountLimit=3, customerTranID="keep-me")
+    assert main(["payreq", "update", rid, "--disable"]) == 0
+    out = capsys.readouterr().out
+    assert "Disabled" in out and "enabled           no" in out
+    assert main(["payreq", "update", rid, "--amount", "6.25"]) == 0  # still disabled
+    capsys.readouterr()
+    stored = fake_mppg.requests[rid].definition
+    assert float(stored["amount"]) == 6.25 and stored["isEnabled"] is False
+    assert stored["usageCountLimit"] == 3 and stored["customerTranID"] == "keep-me"
+    assert main(["payreq", "update", rid, "--enable", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == 2
+
+
+def test_update_with_nothing_to_change_says_so(config, fake_mppg, capsys):
+    rid = fake_mppg.seed("5.00")
+    assert main(["payreq", "update", rid]) == 2
+    assert "nothing to change" in capsys.readouterr().out
+
+
+def test_update_of_an_unknown_request_exits_1(config, fake_mppg, capsys):
+    assert main(["payreq", "update", "00000000-0000-0000-0000-000000000000",
+                 "--amount", "1"]) == 1
+    assert "40018" in capsys.readouterr().err

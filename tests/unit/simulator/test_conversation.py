@@ -121,12 +121,21 @@ def test_insert_and_swipe_sequences(host, bus, kind, expected):
     host.send(commands.start_transaction(0x01))
     host.message()
     host.message()
-    bus.readers[0].present_card(kind)
-    assert _ids([host.message() for _ in expected]) == expected
+    assert bus.readers[0].present_card(kind)
+    if kind == "insert":  # by hand, the card stays in the slot until it is taken out
+        seen = [host.message() for _ in expected[:-1]]
+        assert host.idle()
+        assert bus.readers[0].remove_card()
+        seen.append(host.message())
+    else:
+        seen = [host.message() for _ in expected]
+        assert not bus.readers[0].remove_card()  # a swipe leaves nothing behind
+    assert _ids(seen) == expected
+    assert host.idle()
 
 
 def test_automatic_card_and_running_transaction_refused():
-    bus = SimulatedBus(count=1, auto_present="swipe")
+    bus = SimulatedBus(count=1, auto_present="swipe", present_delay=0.5)
     host = Host(bus.open(bus.enumerate()[0]))
     host.transport.open()
     host.send(commands.start_transaction(0x01))

@@ -53,7 +53,9 @@ def fake_hid(monkeypatch):
         return dev
 
     module.device = device
+    # The same fake answers for both of the wheel's modules (hidraw is "auto" on Linux).
     monkeypatch.setitem(sys.modules, "hid", module)
+    monkeypatch.setitem(sys.modules, "hidraw", module)
     return module
 
 

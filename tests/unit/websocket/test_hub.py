@@ -35,10 +35,11 @@ def _session(root: str = ROOT) -> Any:
     return SimpleNamespace(topics=SimpleNamespace(root=root))
 
 
-def _client(hub: ClientHub, metrics: Metrics, root: str = ROOT) -> tuple[Client, _Connection]:
+def _client(hub: ClientHub, metrics: Metrics, root: str = ROOT, *, json_frames: bool = True
+            ) -> tuple[Client, _Connection]:
     connection = _Connection()
     client = Client(connection, root, queue_limit=hub.queue_limit,  # type: ignore[arg-type]
-                    metrics=metrics, on_slow=hub.cut_off)
+                    metrics=metrics, on_slow=hub.cut_off, json_frames=json_frames)
     return client, connection
 
 
@@ -46,11 +47,12 @@ def test_events_from_reader_threads_reach_attached_clients_in_order():
     metrics = Metrics(CollectorRegistry(), process_metrics=False)
     hub = ClientHub(metrics, queue_limit=100, max_clients=4)
 
-    async def scenario() -> tuple[list[str], list[str]]:
+    async def scenario() -> tuple[list[str], list[str], list[str]]:
         hub.bind(asyncio.get_running_loop())
         (one, c1), (two, c2) = _client(hub, metrics), _client(hub, metrics)
-        assert hub.attach(one) and hub.attach(two)
-        pumps = [asyncio.create_task(one.pump()), asyncio.create_task(two.pump())]
+        plain, c3 = _client(hub, metrics, json_frames=False)
+        assert hub.attach(one) and hub.attach(two) and hub.attach(plain)
+        pumps = [asyncio.create_task(c.pump()) for c in (one, two, plain)]
 
         def reader() -> None:  # what a session's threads do
             session = _session()
@@ -65,18 +67,19 @@ def test_events_from_reader_threads_reach_attached_clients_in_order():
         thread.join()
         for _ in range(50):
             await asyncio.sleep(0.01)
-            if len(c1.sent) == len(c2.sent) == 22:
+            if len(c1.sent) == len(c2.sent) == 22 and len(c3.sent) == 20:
                 break
         for pump in pumps:
             pump.cancel()
-        return c1.sent, c2.sent
+        return c1.sent, c2.sent, c3.sent
 
-    first, second = asyncio.run(scenario())
+    first, second, third = asyncio.run(scenario())
     assert first == second
+    assert third == first[1:21]  # a plain client: the reader's messages and nothing else
     assert json.loads(first[0]) == {"type": "status", "status": "connected", "root": ROOT}
     assert first[1:21] == [f"AA00{n:04X}" for n in range(20)]
     assert json.loads(first[21])["status"] == "disconnected"
-    assert metrics.websocket_frames.labels("out")._value.get() == 44
+    assert metrics.websocket_frames.labels("out")._value.get() == 64
 
 
 def test_events_without_clients_or_loop_are_dropped_at_once():

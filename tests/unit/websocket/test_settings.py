@@ -21,17 +21,17 @@ def test_defaults_off_on_loopback():
 
 def test_token_from_file_or_environment(tmp_path):
     token_file = tmp_path / "token"
-    token_file.write_text("from-file\n")
+    token_file.write_text("from-file-0123456789\n")
     ws = _load({"enabled": True, "auth": {"mode": "token", "token_file": str(token_file)}})
-    assert ws.websocket.auth.token_value() == "from-file"
+    assert ws.websocket.auth.token_value() == "from-file-0123456789"
     env = {"MAGTEK_BRIDGE_WEBSOCKET__ENABLED": "true",
            "MAGTEK_BRIDGE_WEBSOCKET__AUTH__MODE": "token",
-           "MAGTEK_BRIDGE_WEBSOCKET__AUTH__TOKEN": "from-env",
+           "MAGTEK_BRIDGE_WEBSOCKET__AUTH__TOKEN": "from-env-0123456789",
            "MAGTEK_BRIDGE_WEBSOCKET__ALLOWED_ORIGINS": '["https://pos.example.com"]'}
     settings = load_settings(None, environ=env)
-    assert settings.websocket.auth.token_value() == "from-env"
+    assert settings.websocket.auth.token_value() == "from-env-0123456789"
     assert settings.websocket.allowed_origins == ["https://pos.example.com"]
-    assert "from-env" not in repr(settings)
+    assert "from-env-0123456789" not in repr(settings)
 
 
 @pytest.mark.parametrize(
@@ -55,7 +55,8 @@ def test_beyond_loopback_with_auth_is_fine(tmp_path):
     password = tmp_path / "pw"
     password.write_text("x")
     ws = _load({"enabled": True, "address": "0.0.0.0",
-                "auth": {"mode": "basic", "username": "pos", "password_file": str(password)}})
+                "auth": {"mode": "basic", "username": "pos", "password_file": str(password),
+                         "allow_without_tls": True}})
     assert ws.websocket.auth.password_value() == "x"
 
 
