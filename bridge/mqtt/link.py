@@ -52,6 +52,7 @@ _log = structlog.get_logger("bridge.mqtt")
 
 # How long stop() waits for the final publishes (retained "disconnected") to be acknowledged.
 STOP_PUBLISH_TIMEOUT: Final = 3.0
+_HELD_LIMIT: Final = 1000  # publishes held while not connected (oldest dropped beyond)
 _READ: Final = 1  # selectors.EVENT_READ
 _WRITE: Final = 2  # selectors.EVENT_WRITE
 
@@ -212,6 +213,9 @@ class MqttLink:
         self._lock = threading.Lock()  # births only
         self._backoff = Backoff(options.reconnect_min_delay, options.reconnect_max_delay)
         self.reconnect_delays: deque[float] = deque(maxlen=32)  # the last ones drawn
+        # Untracked publishes made while not connected, sent after the next CONNACK.
+        self._held: deque[tuple[str, bytes, int, bool, tuple[tuple[str, str], ...],
+                                bytes | None, str, int | None]] = deque(maxlen=_HELD_LIMIT)
         self._paho_logger = logging.Logger(f"paho.{name}", logging.ERROR)
         self._paho_logger.addHandler(_LastError(self))
         self._paho_error: str | None = None
@@ -289,23 +293,47 @@ class MqttLink:
         """Publish on the current connection.
 
         On the I/O loop's thread: returns the message id (matched by ``on_published``), or
-        None if there is no connection or paho refused it. From any other thread the publish
-        is handed to the loop and 0 is returned. Nothing is kept across connections: what must
-        survive an outage goes through the courier's outbox.
+        None if paho refused it. From any other thread the publish is handed to the loop and 0
+        is returned. Made while not connected, an untracked publish (status, error, response)
+        waits (bounded) and goes out right after the next CONNACK, 0 returned; a tracked one
+        (the courier's, which re-sends itself) is refused (None). Nothing is re-sent across
+        connections: what must survive an outage goes through the courier's outbox.
         """
         if not self._loop.in_loop():
             props = tuple(user_properties)
 
             def later() -> None:
-                self._publish_now(topic, payload, qos, retain, user_properties=props,
-                                  correlation_data=correlation_data, kind=kind,
-                                  expiry_interval=expiry_interval)
+                self._publish_or_hold(topic, payload, qos, retain, user_properties=props,
+                                      correlation_data=correlation_data, kind=kind,
+                                      expiry_interval=expiry_interval, tracked=tracked)
 
             self._loop.call_soon(later)
             return 0
-        return self._publish_now(topic, payload, qos, retain, user_properties=user_properties,
-                                 correlation_data=correlation_data, kind=kind,
-                                 expiry_interval=expiry_interval)
+        return self._publish_or_hold(topic, payload, qos, retain,
+                                     user_properties=user_properties,
+                                     correlation_data=correlation_data, kind=kind,
+                                     expiry_interval=expiry_interval, tracked=tracked)
+
+    def _publish_or_hold(self, topic: str, payload: bytes, qos: int, retain: bool, *,
+                         user_properties: Sequence[tuple[str, str]], correlation_data: bytes | None,
+                         kind: str, expiry_interval: int | None, tracked: bool) -> int | None:
+        if tracked or self.connected.is_set() or self._state == "stopped":
+            return self._publish_now(topic, payload, qos, retain,
+                                     user_properties=user_properties,
+                                     correlation_data=correlation_data, kind=kind,
+                                     expiry_interval=expiry_interval)
+        if len(self._held) == self._held.maxlen:
+            self._publish_failed(self._held[0][0], "too many publishes held while disconnected")
+        self._held.append((topic, payload, qos, retain, tuple(user_properties),
+                           correlation_data, kind, expiry_interval))
+        return 0
+
+    def _release_held(self) -> None:
+        """Right after CONNACK: what was published while we were away, in order."""
+        while self._held and self.connected.is_set():
+            topic, payload, qos, retain, props, correlation, kind, expiry = self._held.popleft()
+            self._publish_now(topic, payload, qos, retain, user_properties=props,
+                              correlation_data=correlation, kind=kind, expiry_interval=expiry)
 
     def _publish_now(self, topic: str, payload: bytes, qos: int, retain: bool, *,
                      user_properties: Sequence[tuple[str, str]] = (),
@@ -643,7 +671,9 @@ class MqttLink:
         if self._subscriptions:
             rc, mid = client.subscribe(self._subscriptions)
             self._sub_mid = mid if rc == MQTTErrorCode.MQTT_ERR_SUCCESS else None
+            self._release_held()
             return
+        self._release_held()
         self._publish_births()
 
     def _on_subscribe(
