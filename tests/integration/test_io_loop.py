@@ -31,3 +31,22 @@ def test_a_callback_bug_drops_the_connection_and_a_fresh_one_follows(broker):
         link.stop()
         loop.stop()
     assert not link.connected.is_set()
+
+
+def test_publishes_made_before_the_connection_go_out_after_connack(broker, probe_factory):
+    probe = probe_factory("test/io/held/#")
+    loop = IoLoop()
+    loop.start()
+    link = MqttLink(LinkOptions(host=broker.host, port=broker.port), client_id="test-held",
+                    name="bridge", loop=loop)
+    try:
+        for n in range(3):  # before start(): no client, no connection yet
+            assert link.publish(f"test/io/held/{n}", b"%d" % n, qos=1, retain=True) == 0
+        link.start()
+        assert link.wait_ready(15)
+        for n in range(3):
+            message = probe.wait_for(f"test/io/held/{n}", timeout=10)
+            assert message.payload == b"%d" % n
+    finally:
+        link.stop()
+        loop.stop()
