@@ -1,9 +1,14 @@
-"""`python -m bench [--quick]`: measure the bridge against same-run baselines, print a table,
-write bench/results/latest.json.
+"""`python -m bench [--quick] [--runs N]`: the bridge against baselines, all in one run on one
+broker, measured from outside the process under test. Writes bench/results/latest.json.
 
-Measured so far: framing throughput, input latency (reader -> subscriber) against a bare paho
-publisher, command round trip, single-report QoS 1 throughput against bare paho, start-up of
-the in-process bridge. Needs `mosquitto` on PATH (scripts/test installs it).
+Every phase uses four processes: the broker; ``bench.feeder`` (the simulated readers: their
+CPU is never counted); the publisher under test (the bridge through ``bench.sockets``, a bare
+paho ``loop_start`` publisher, or the lean single-thread floor, all fed the same reports over
+the same sockets and publishing the same payloads with the same pre-encoded properties); and
+``bench.subscriber``, the observer, which pairs every arrival with its own send through the
+timestamp and counter inside the message. Lost (sent, never received), duplicate and stray
+messages are counted, never paired around. CPU is the publisher process's own (/proc), over
+a fixed window while the stream runs; ratios compare phases of the same run.
 """
 
 from __future__ import annotations
@@ -11,375 +16,339 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
-import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
-from prometheus_client import CollectorRegistry
 
-from bridge.app import BridgeApp
-from bridge.config import load_settings
-from bridge.logs import configure_logging
-from bridge.metrics import Metrics
-from bridge.mms import Reassembler, build_notification, commands, packetize
-from bridge.transport.simulated import SimulatedBus
+from bench.common import (
+    Mosquitto,
+    percentile,
+    proc_cpu_seconds,
+    proc_status,
+    topic_for,
+)
+from bridge.mms import MessageType, Reassembler, commands, packetize, parse_message
 
-ROOT = "MagTek/Device/DynaFlexII/B123456"
 RESULTS = Path(__file__).parent / "results" / "latest.json"
+SERIALS = ("B100001", "B100002", "B100003", "B100004")
+WARM = 1.5  # seconds of stream before the CPU window opens
+DRAIN = 2.0  # seconds after the stream for the last messages to arrive
+_HERE = str(Path(__file__).resolve().parents[1])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+class Proc:
+    """A child process with line-wise stdout."""
 
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.popen = subprocess.Popen([sys.executable, "-m", *args], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=sys.stderr, text=True,
+                                      cwd=_HERE, env=env)
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        threading.Thread(target=self._pump, daemon=True).start()
 
-class Mosquitto:
-    def __init__(self) -> None:
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.port = _free_port()
-        self.dir = tempfile.mkdtemp()
-        conf = Path(self.dir) / "m.conf"
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true",
-                 "set_tcp_nodelay true", "max_queued_messages 100000"]
-        if os.geteuid() == 0:
-            lines.append("user root")
-        conf.write_text("\n".join(lines) + "\n")
-        self.proc = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def _pump(self) -> None:
+        stdout: IO[str] = self.popen.stdout  # type: ignore[assignment]
+        for line in stdout:
+            with self._cond:
+                self.lines.append(line.strip())
+                self._cond.notify_all()
+        with self._cond:
+            self.lines.append("<eof>")
+            self._cond.notify_all()
+
+    def expect(self, predicate: Any, timeout: float = 90.0) -> str:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines:
+                    if predicate(line):
+                        self.lines.remove(line)
+                        return line
+                if "<eof>" in self.lines:
+                    raise RuntimeError(f"{self.popen.args} ended")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RuntimeError(f"{self.popen.args}: timed out waiting")
+                self._cond.wait(left)
+
+    def say(self, line: str) -> None:
+        assert self.popen.stdin is not None
+        self.popen.stdin.write(line + "\n")
+        self.popen.stdin.flush()
+
+    def finish(self, timeout: float = 30.0) -> None:
+        """Close stdin and wait (the feeder and subscriber end on EOF)."""
+        assert self.popen.stdin is not None
+        self.popen.stdin.close()
+        self.popen.wait(timeout)
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
             try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("mosquitto did not start")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(5)
+                self.popen.wait(20)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
 
 
-def _client(port: int, on_message: Any = None) -> paho.Client:
-    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-    client.on_socket_open = lambda c, u, s: s.setsockopt(socket.IPPROTO_TCP,
-                                                         socket.TCP_NODELAY, 1)
-    if on_message is not None:
+def _bridge_env(port: int, host_id: str, spool: Path | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAGTEK_BRIDGE_")}
+    env.update({"MAGTEK_BRIDGE_MQTT__PORT": str(port), "MAGTEK_BRIDGE_METRICS__ENABLED": "false",
+                "MAGTEK_BRIDGE_LOGGING__LEVEL": "warning", "MAGTEK_BRIDGE_TOPICS__HOST_ID": host_id,
+                "MAGTEK_BRIDGE_READERS__SCAN_INTERVAL": "0.2",
+                "MAGTEK_BRIDGE_OUTBOX__SPOOL": "on" if spool else "off"})
+    if spool is not None:
+        env["MAGTEK_BRIDGE_OUTBOX__SPOOL_PATH"] = str(spool)
+    return env
+
+
+def phase(port: int, kind: str, readers: int, pattern: str, seconds: float,
+          rate: float = 1000.0, spool: bool = False) -> dict[str, Any]:
+    """One publisher, ``readers`` streams for ``seconds``: what arrived, when, at what CPU."""
+    serials = SERIALS[:readers]
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [str(Path(tmp) / f"{s}.sock") for s in serials]
+        subscriber = Proc(["bench.subscriber", "--port", str(port)])
+        feeder = Proc(["bench.feeder", "--dir", tmp, "--serials", ",".join(serials),
+                       "--pattern", pattern, "--rate", str(rate),
+                       "--seconds", str(WARM + seconds + 0.3)])
+        publisher: Proc | None = None
+        try:
+            subscriber.expect(lambda line: line == "ready")
+            feeder.expect(lambda line: line == "ready")
+            if kind == "bridge":
+                env = _bridge_env(port, f"bench-{readers}", Path(tmp) / "spool.db" if spool
+                                  else None)
+                publisher = Proc(["bench.sockets", *paths], env=env)
+                for serial in serials:
+                    subscriber.expect(lambda line, s=serial: line == f"status {s} connected")
+            else:
+                module = {"paho": "bench.paho_publisher", "lean": "bench.lean"}[kind]
+                publisher = Proc([module, "--port", str(port), *paths])
+                publisher.expect(lambda line: line == "ready")
+            time.sleep(0.5)
+            feeder.say("go")
+            time.sleep(WARM)
+            rss0 = proc_status(publisher.pid, "VmRSS")
+            cpu0, t0 = proc_cpu_seconds(publisher.pid), time.monotonic()
+            time.sleep(seconds)
+            cpu1, t1 = proc_cpu_seconds(publisher.pid), time.monotonic()
+            threads = proc_status(publisher.pid, "Threads")
+            rss1 = proc_status(publisher.pid, "VmRSS")
+            sent = json.loads(feeder.expect(lambda line: line.startswith("{"),
+                                            timeout=WARM + seconds + 60))["sent"]
+            time.sleep(DRAIN)
+        finally:
+            if publisher is not None:
+                publisher.kill()
+            feeder.finish()
+            subscriber.say("stop")
+        seen = json.loads(subscriber.expect(lambda line: line.startswith("{"), timeout=120))
+        subscriber.finish()
+    latencies: list[float] = []
+    delivered = duplicates = stray = 0
+    for serial in serials:
+        got = seen["readers"].get(serial, {"latency": {}, "duplicates": 0})
+        wanted = sent.get(serial, 0)
+        for counter, latency in got["latency"].items():
+            if int(counter) < wanted:
+                delivered += 1
+                latencies.append(latency)
+            else:
+                stray += 1
+        duplicates += got["duplicates"]
+    total = sum(sent.values())
+    return {"sent": total, "delivered": delivered, "lost": total - delivered,
+            "duplicates": duplicates, "stray": stray + seen["stray"],
+            "delivered_pct": round(100 * delivered / total, 2) if total else 0.0,
+            "latency_p50_ms": round(percentile(latencies, 0.5), 3),
+            "latency_p99_ms": round(percentile(latencies, 0.99), 3),
+            "cpu_pct": round(100 * (cpu1 - cpu0) / (t1 - t0), 2),
+            "threads": threads, "rss_mb": round(rss1 / 1024, 1),
+            "rss_growth_mb": round((rss1 - rss0) / 1024, 2)}
+
+
+def command_phase(port: int, count: int) -> dict[str, Any]:
+    """SendCommand -> response on MMSMessage, timed at the requester (outside the bridge),
+    each response paired with its command by the MMS reference (lost ones counted)."""
+    serial = SERIALS[0]
+    root = topic_for(serial).rsplit("/", 1)[0]
+    responses: list[tuple[int, float]] = []
+    cond = threading.Condition()
+
+    def on_message(client: Any, userdata: Any, message: Any) -> None:
+        now = time.monotonic()
+        try:
+            parsed = parse_message(bytes.fromhex(message.payload.decode()))
+        except ValueError:
+            return
+        if parsed.message_type == MessageType.DEVICE_RESPONSE:
+            with cond:
+                responses.append((parsed.ref, now))
+                cond.notify_all()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / f"{serial}.sock")
+        feeder = Proc(["bench.feeder", "--dir", tmp, "--serials", serial])
+        subscriber = Proc(["bench.subscriber", "--port", str(port)])
+        client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        # Without TCP_NODELAY each small command waits for a delayed ACK (~40 ms).
+        client.on_socket_open = lambda c, u, s: s.setsockopt(socket.IPPROTO_TCP,
+                                                             socket.TCP_NODELAY, 1)
         client.on_message = on_message
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    return client
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        client.subscribe(f"{root}/MMSMessage", 1)
+        bridge: Proc | None = None
+        latencies: list[float] = []
+        lost = 0
+        try:
+            feeder.expect(lambda line: line == "ready")
+            subscriber.expect(lambda line: line == "ready")
+            started = time.monotonic()
+            bridge = Proc(["bench.sockets", path], env=_bridge_env(port, "bench-cmd", None))
+            subscriber.expect(lambda line: line == f"status {serial} connected")
+            startup = time.monotonic() - started
+            time.sleep(0.5)
+            for index in range(count):
+                ref = index % 256
+                with cond:
+                    responses.clear()
+                t0 = time.monotonic()
+                client.publish(f"{root}/SendCommand", commands.get_serial_number(ref).hex(),
+                               qos=1)
+                with cond:
+                    if cond.wait_for(lambda r=ref: any(x == r for x, _ in responses), 5.0):
+                        arrived = next(t for x, t in responses if x == ref)
+                        latencies.append((arrived - t0) * 1000)
+                    else:
+                        lost += 1
+        finally:
+            if bridge is not None:
+                bridge.kill()
+            client.loop_stop()
+            client.disconnect()
+            feeder.finish()
+            subscriber.finish()
+    return {"command_p50_ms": round(percentile(latencies, 0.5), 3),
+            "command_p99_ms": round(percentile(latencies, 0.99), 3),
+            "commands_lost": lost, "startup_s": round(startup, 3)}
 
 
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def bench_framing(quick: bool) -> dict[str, float]:
+def framing(quick: bool) -> dict[str, float]:
     out = {}
     for size in (64, 1024, 65536):
-        message = bytes(range(256)) * (size // 256) or bytes(size)
-        message = message[:size] if len(message) >= size else bytes(size)
+        message = (bytes(range(256)) * (size // 256 + 1))[:size]
         rounds = max(20, (2_000_000 if quick else 10_000_000) // size)
         start = time.perf_counter()
         reassembler = Reassembler()
         for _ in range(rounds):
             for report in packetize(message):
                 reassembler.feed(report)
-        elapsed = time.perf_counter() - start
-        out[f"framing_mb_s_{size}b"] = round(size * rounds / elapsed / 1e6, 2)
+        out[f"framing_mb_s_{size}b"] = round(size * rounds / (time.perf_counter() - start) / 1e6,
+                                             2)
     return out
 
 
-def _message(counter: int, extra: int = 0) -> bytes:
-    payload = b"" if not extra else b"\xdf\x81\x29\x82" + extra.to_bytes(2, "big") + bytes(extra)
-    return build_notification(0x1001, counter.to_bytes(4, "big"), payload or None)
-
-
-def _start_bridge(port: int) -> tuple[BridgeApp, SimulatedBus]:
-    bus = SimulatedBus(count=1, auto_present=None)
-    settings = load_settings(None, environ={}, overrides={
-        "mqtt": {"port": port}, "metrics": {"enabled": False},
-        "readers": {"backend": "simulated", "scan_interval": 0.2},
-        "logging": {"level": "warning"}})
-    app = BridgeApp(settings, backend=bus, metrics=Metrics(CollectorRegistry(),
-                                                           process_metrics=False))
-    app.start()
-    deadline = time.monotonic() + 10
-    while not any(s.link and s.link.ready.is_set() for s in app.supervisor.sessions()):
-        if time.monotonic() > deadline:
-            raise RuntimeError("bridge did not connect")
-        time.sleep(0.001)
-    return app, bus
-
-
-def bench_latency(port: int, n: int, extra: int) -> tuple[list[float], list[float]]:
-    """(bridge, bare paho) one-way latencies in ms for messages of the given size."""
-    arrivals: queue.Queue[tuple[int, float]] = queue.Queue()
-
-    def on_message(client: Any, userdata: Any, message: Any) -> None:
-        data = bytes.fromhex(message.payload.decode())
-        arrivals.put((int.from_bytes(data[10:14], "big"), time.perf_counter()))
-
-    sub = _client(port, on_message)
-    sub.subscribe(f"{ROOT}/MMSMessage", 1)
-    time.sleep(0.3)
-    # Baseline: a bare paho publisher, same payloads, same broker.
-    pub = _client(port)
-    base = []
-    for i in range(n):
-        payload = _message(i, extra).hex().upper()
-        t0 = time.perf_counter()
-        pub.publish(f"{ROOT}/MMSMessage", payload, qos=1)
-        _, t1 = arrivals.get(timeout=5)
-        base.append((t1 - t0) * 1000)
-    pub.loop_stop()
-    pub.disconnect()
-    # The bridge: the simulated reader emits, the bridge reassembles and publishes.
-    app, bus = _start_bridge(port)
-    bridge = []
-    reader = bus.readers[0]
-    for i in range(n):
-        t0 = time.perf_counter()
-        reader.emit_message(_message(i, extra))
-        _, t1 = arrivals.get(timeout=5)
-        bridge.append((t1 - t0) * 1000)
-    app.stop()
-    sub.loop_stop()
-    sub.disconnect()
-    return bridge, base
-
-
-def bench_throughput(port: int, n: int) -> dict[str, float]:
-    """Reader emitting as fast as it can, QoS 1, against a bare paho publisher."""
-    got = threading.Semaphore(0)
-    sizes: list[int] = []
-
-    def on_message(client: Any, userdata: Any, message: Any) -> None:
-        sizes.append(len(message.payload) // 2)
-        got.release()
-
-    sub = _client(port, on_message)
-    sub.subscribe(f"{ROOT}/MMSMessage", 1)
-    time.sleep(0.3)
-    out: dict[str, float] = {}
-    singles = [_message(i) for i in range(n)]
-    pub = _client(port)
-    start = time.perf_counter()
-    for message in singles:
-        pub.publish(f"{ROOT}/MMSMessage", message.hex().upper(), qos=1)
-    for _ in range(n):
-        got.acquire(timeout=30)
-    paho_rate = n / (time.perf_counter() - start)
-    pub.loop_stop()
-    pub.disconnect()
-    app, bus = _start_bridge(port)
-    reader = bus.readers[0]
-    start = time.perf_counter()
-    for message in singles:
-        reader.emit_message(message)
-    for _ in range(n):
-        got.acquire(timeout=30)
-    bridge_rate = n / (time.perf_counter() - start)
-    # Realistic mix: 4 single-report status messages per ~1.2 KB card-data message.
-    mixed = [_message(i, 1200 if i % 5 == 4 else 0) for i in range(n)]
-    sizes.clear()
-    start = time.perf_counter()
-    for message in mixed:
-        reader.emit_message(message)
-    for _ in range(n):
-        got.acquire(timeout=30)
-    elapsed = time.perf_counter() - start
-    app.stop()
-    sub.loop_stop()
-    sub.disconnect()
-    out["throughput_msgs_s"] = round(bridge_rate)
-    out["baseline_paho_msgs_s"] = round(paho_rate)
-    out["throughput_vs_paho"] = round(bridge_rate / paho_rate, 3)
-    out["throughput_x_line_rate"] = round(sum(sizes) / elapsed / 64_000, 2)
-    return out
-
-
-def bench_command(port: int, n: int) -> list[float]:
-    responses: queue.Queue[float] = queue.Queue()
-    sub = _client(port, lambda c, u, m: responses.put(time.perf_counter()))
-    sub.subscribe(f"{ROOT}/MMSMessage", 1)
-    start = time.perf_counter()
-    app, _bus = _start_bridge(port)
-    startup = time.perf_counter() - start
-    time.sleep(0.3)
-    latencies = []
-    for i in range(n):
-        t0 = time.perf_counter()
-        sub.publish(f"{ROOT}/SendCommand", commands.get_serial_number(i % 256).hex(), qos=1)
-        latencies.append((responses.get(timeout=5) - t0) * 1000)
-    app.stop()
-    sub.loop_stop()
-    sub.disconnect()
-    latencies.append(startup * 1000)  # carried out in the last slot, split off by the caller
-    return latencies
-
-
-def _proc_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _proc_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _messages_in(port: int) -> int:
-    """Messages the bridge read from its readers, from its own /metrics."""
-    import urllib.request  # noqa: PLC0415
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith('magtek_bridge_mms_messages_total{direction="in"'):
-            total += float(line.rsplit(" ", 1)[1])
-    return int(total)
-
-
-def bench_process(port: int, readers: int, rate: float, seconds: float,
-                  count_messages: int = 0) -> dict[str, float]:
-    """The bridge as a real process: start-up, CPU and RSS while readers stream."""
-    arrived = threading.Semaphore(0)
-    connected = threading.Event()
-
-    def on_message(client: Any, userdata: Any, message: Any) -> None:
-        if message.topic.endswith("/Status") and message.payload == b"connected":
-            connected.set()
-        elif message.topic.endswith("/MMSMessage"):
-            arrived.release()
-
-    sub = _client(port, on_message)
-    sub.subscribe([("MagTek/Device/+/+/Status", 1), ("MagTek/Device/+/+/MMSMessage", 0)])
-    time.sleep(0.3)
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MAGTEK_BRIDGE_")},
-           "MAGTEK_BRIDGE_MQTT__PORT": str(port), "MAGTEK_BRIDGE_METRICS__ENABLED": "false",
-           "MAGTEK_BRIDGE_LOGGING__LEVEL": "warning",
-           "MAGTEK_BRIDGE_READERS__SIMULATE_STREAM_RATE": str(rate),
-           "MAGTEK_BRIDGE_TOPICS__HOST_ID": f"bench{readers}"}
-    metrics_port = _free_port()
-    env["MAGTEK_BRIDGE_METRICS__ENABLED"] = "true"
-    env["MAGTEK_BRIDGE_METRICS__PORT"] = str(metrics_port)
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "run", "--simulate", str(readers)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    out: dict[str, float] = {}
-    try:
-        if not connected.wait(30):
-            raise RuntimeError("bridge process did not connect")
-        out["startup_s"] = round(time.perf_counter() - start, 3)
-        time.sleep(2)  # let every reader connect and the stream settle
-        if count_messages:
-            rss0, seen0 = _proc_rss_mb(proc.pid), _messages_in(metrics_port)
-            deadline = time.monotonic() + 900
-            seen = seen0
-            while seen - seen0 < count_messages and time.monotonic() < deadline:
-                time.sleep(1.0)
-                seen = _messages_in(metrics_port)
-            out["rss_growth_mb"] = round(_proc_rss_mb(proc.pid) - rss0, 2)
-            out["messages"] = seen - seen0
-        else:
-            cpu0, t0 = _proc_cpu_seconds(proc.pid), time.perf_counter()
-            seen0 = _messages_in(metrics_port)
-            time.sleep(seconds)
-            cpu = _proc_cpu_seconds(proc.pid) - cpu0
-            elapsed = time.perf_counter() - t0
-            out["cpu_pct"] = round(100 * cpu / elapsed, 2)
-            # Did it keep up? Messages read from the readers per second, all readers.
-            out["messages_s"] = round((_messages_in(metrics_port) - seen0) / elapsed)
-        out["rss_mb"] = round(_proc_rss_mb(proc.pid), 1)
-    finally:
-        proc.terminate()
-        proc.wait(20)
-        sub.loop_stop()
-        sub.disconnect()
-    return out
-
-
-def _paho_cpu(port: int, rate: float, seconds: float) -> tuple[float, float]:
-    """CPU % of a bare paho publisher process at ``rate`` (see bench/paho_publisher.py)."""
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.paho_publisher", "--port", str(port), "--rate", str(rate),
-         "--seconds", str(seconds)],
-        capture_output=True, text=True, check=True, timeout=seconds + 60,
-        cwd=Path(__file__).resolve().parents[1])
-    cpu, sent_rate = out.stdout.split()
-    return float(cpu), float(sent_rate)
+def one_run(port: int, seconds: float, growth_seconds: float, commands_n: int) -> dict[str, Any]:
+    r: dict[str, Any] = {}
+    line: dict[str, dict[str, Any]] = {}
+    for kind in ("paho", "lean", "bridge"):
+        line[kind] = phase(port, kind, 1, "single", seconds)
+        print(f"  line rate, {kind}: {line[kind]}", flush=True)
+    spooled = phase(port, "bridge", 1, "single", seconds, spool=True)
+    print(f"  line rate, bridge + spool: {spooled}", flush=True)
+    mix = {kind: phase(port, kind, 1, "mix", seconds) for kind in ("lean", "bridge")}
+    print(f"  mix: {mix}", flush=True)
+    four = phase(port, "bridge", 4, "single", seconds)
+    print(f"  4 readers: {four}", flush=True)
+    cmd = command_phase(port, commands_n)
+    print(f"  commands: {cmd}", flush=True)
+    growth = phase(port, "bridge", 1, "single", growth_seconds)
+    print(f"  memory growth: {growth}", flush=True)
+    for kind, values in line.items():
+        for key in ("cpu_pct", "latency_p50_ms", "latency_p99_ms", "delivered_pct", "lost",
+                    "threads"):
+            r[f"line_{kind}_{key}"] = values[key]
+    r["line_bridge_duplicates"] = line["bridge"]["duplicates"]
+    r["line_bridge_stray"] = line["bridge"]["stray"]
+    r["cpu_bridge_vs_paho"] = round(line["bridge"]["cpu_pct"] / line["paho"]["cpu_pct"], 3)
+    r["cpu_bridge_vs_lean"] = round(line["bridge"]["cpu_pct"] / line["lean"]["cpu_pct"], 3)
+    r["added_latency_p50_ms"] = round(line["bridge"]["latency_p50_ms"]
+                                      - line["paho"]["latency_p50_ms"], 3)
+    r["added_latency_p99_ms"] = round(line["bridge"]["latency_p99_ms"]
+                                      - line["paho"]["latency_p99_ms"], 3)
+    r["spool_cpu_pct"] = spooled["cpu_pct"]
+    r["spool_lost"] = spooled["lost"]
+    r["spool_cost_ratio"] = round(spooled["cpu_pct"] / line["bridge"]["cpu_pct"], 3)
+    r["mix_lean_cpu_pct"] = mix["lean"]["cpu_pct"]
+    r["mix_bridge_cpu_pct"] = mix["bridge"]["cpu_pct"]
+    r["mix_bridge_lost"] = mix["bridge"]["lost"]
+    r["mix_bridge_vs_lean"] = round(mix["bridge"]["cpu_pct"] / mix["lean"]["cpu_pct"], 3)
+    r["four_readers_sent"] = four["sent"]
+    r["four_readers_delivered_pct"] = four["delivered_pct"]
+    r["four_readers_lost"] = four["lost"]
+    r["four_readers_cpu_pct"] = four["cpu_pct"]
+    r["four_readers_threads"] = four["threads"]
+    r["four_readers_latency_p99_ms"] = four["latency_p99_ms"]
+    r.update(cmd)
+    r["growth_messages"] = growth["sent"]
+    r["growth_lost"] = growth["lost"]
+    r["growth_rss_mb"] = growth["rss_mb"]
+    r["growth_rss_growth_mb"] = growth["rss_growth_mb"]
+    return r
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--quick", action="store_true", help="fewer samples (< 3 minutes)")
+    parser.add_argument("--quick", action="store_true", help="one short run (about 2 minutes)")
+    parser.add_argument("--runs", type=int, default=None, help="full runs (default 3)")
+    parser.add_argument("--seconds", type=float, default=None, help="CPU window per phase")
     args = parser.parse_args()
-    configure_logging("warning", "console")
-    n = 2000 if args.quick else 10000
-    results: dict[str, Any] = {"quick": args.quick, "samples": n}
-    results.update(bench_framing(args.quick))
-    print("framing done", flush=True)
+    runs = args.runs or (1 if args.quick else 3)
+    seconds = args.seconds or (5.0 if args.quick else 20.0)
+    growth_seconds = 10.0 if args.quick else 120.0
+    commands_n = 200 if args.quick else 1000
+    results: dict[str, Any] = {"quick": args.quick, "runs": runs, "seconds": seconds,
+                               "growth_seconds": growth_seconds,
+                               "reader_cpu": "excluded: simulated readers run in bench.feeder"}
+    results.update(framing(args.quick))
     broker = Mosquitto()
+    per_run: list[dict[str, Any]] = []
     try:
-        for label, extra in (("single", 0), ("multi", 400)):
-            bridge, base = bench_latency(broker.port, n, extra)
-            results[f"latency_{label}_p50_ms"] = round(_pct(bridge, 0.5), 3)
-            results[f"latency_{label}_p99_ms"] = round(_pct(bridge, 0.99), 3)
-            results[f"latency_{label}_max_ms"] = round(max(bridge), 3)
-            results[f"baseline_{label}_p50_ms"] = round(_pct(base, 0.5), 3)
-            results[f"baseline_{label}_p99_ms"] = round(_pct(base, 0.99), 3)
-            if label == "single":
-                results["added_latency_p50_ms"] = round(_pct(bridge, 0.5) - _pct(base, 0.5), 3)
-                results["added_latency_p99_ms"] = round(_pct(bridge, 0.99) - _pct(base, 0.99), 3)
-        print("latency done", flush=True)
-        results.update(bench_throughput(broker.port, n))
-        print("throughput done", flush=True)
-        command = bench_command(broker.port, max(200, n // 10))
-        startup_ms = command.pop()
-        results["command_latency_p50_ms"] = round(_pct(command, 0.5), 3)
-        results["command_latency_p99_ms"] = round(_pct(command, 0.99), 3)
-        results["startup_in_process_s"] = round(startup_ms / 1000, 3)
-        seconds = 15.0 if args.quick else 60.0
-        one = bench_process(broker.port, 1, 1000.0, seconds)
-        results["startup_s"] = one["startup_s"]
-        results["cpu_pct_line_rate_1_reader"] = one["cpu_pct"]
-        results["rss_mb_1_reader"] = one["rss_mb"]
-        base_cpu, base_rate = _paho_cpu(broker.port, 1000.0, seconds)
-        results["baseline_paho_cpu_pct_line_rate"] = base_cpu
-        results["baseline_paho_rate_msgs_s"] = base_rate
-        results["cpu_vs_paho_line_rate"] = round(one["cpu_pct"] / base_cpu, 2)
-        four = bench_process(broker.port, 4, 1000.0, seconds)
-        results["cpu_pct_line_rate_4_readers"] = four["cpu_pct"]
-        results["messages_s_1_reader"] = one["messages_s"]
-        results["messages_s_4_readers"] = four["messages_s"]
-        results["rss_mb_4_readers"] = four["rss_mb"]
-        total = 100_000 if args.quick else 1_000_000
-        growth = bench_process(broker.port, 1, 100_000.0, 0, count_messages=total)
-        results["rss_growth_messages"] = growth["messages"]
-        results["rss_growth_mb_1m"] = growth["rss_growth_mb"]
+        for index in range(runs):
+            print(f"run {index + 1} of {runs}", flush=True)
+            per_run.append(one_run(broker.port, seconds, growth_seconds, commands_n))
     finally:
         broker.stop()
+    results["per_run"] = per_run
+    summary: dict[str, Any] = {}
+    for key in per_run[0]:
+        values = [run[key] for run in per_run]
+        summary[key] = {"median": statistics.median(values), "min": min(values),
+                        "max": max(values)}
+    results["summary"] = summary
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    width = max(len(k) for k in results)
-    for key, value in results.items():
-        print(f"{key:<{width}}  {value}")
+    width = max(len(k) for k in summary)
+    print(f"{'measure':<{width}}  median (min - max over {runs} run(s))")
+    for key, value in summary.items():
+        print(f"{key:<{width}}  {value['median']} ({value['min']} - {value['max']})")
     return 0
 
 

@@ -1,56 +1,78 @@
-"""Baseline for the CPU cost at line rate: a bare paho publisher in its own process.
+"""Baseline: a bare paho publisher (``loop_start``) fed exactly like the bridge.
 
-It publishes the same single-report message at the same rate and QoS as the bridge does at
-line rate, with the same MQTT v5 user properties (boot_id, seq) and message expiry, set
-through paho's own API, and prints the CPU it used as a percentage of one core.
+``python -m bench.paho_publisher --port P SOCKET...`` reads the feeder's reports the way the
+bridge does (one ``recv`` per report, the project's ``Reassembler``, ``parse_message``,
+upper-case hex), and publishes each message at QoS 1, MQTT v5, with the same user properties
+(``boot_id``, ``seq``) and message expiry, pre-encoded with the bridge's own encoder and handed
+to paho through ``PackedProperties`` as the bridge does. One paho client per reader, each with
+paho's own network thread. Nothing else: no outbox, no spool, no reconnect handling. Prints
+``ready`` once connected.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
-import time
+import selectors
+import socket
+import threading
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
-from bridge.mms import build_notification
+from bench.common import topic_for
+from bridge.mms import MessageReceived, Reassembler, parse_message
+from bridge.mqtt.link import PackedProperties, encode_publish_properties
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.paho_publisher")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--rate", type=float, default=1000.0)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("sockets", nargs="+")
     args = parser.parse_args()
-    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-    client.connect("127.0.0.1", args.port)
-    client.loop_start()
-    time.sleep(0.5)
-    topic = "MagTek/Device/DynaFlexII/B000000/MMSMessage"
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    start = due = time.perf_counter()
-    sent = 0
-    while time.perf_counter() - start < args.seconds:
-        payload = build_notification(0x1001, sent.to_bytes(4, "big")).hex().upper()
-        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        properties.UserProperty = [("boot_id", "0123456789abcdef"), ("seq", str(sent))]
-        properties.MessageExpiryInterval = 300
-        client.publish(topic, payload, qos=1, properties=properties)
-        sent += 1
-        due += 1.0 / args.rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    elapsed = time.perf_counter() - start
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    client.loop_stop()
-    client.disconnect()
-    print(f"{100 * cpu / elapsed:.2f} {sent / elapsed:.0f}")
-    return 0
+    selector = selectors.DefaultSelector()
+    for index, path in enumerate(args.sockets):
+        serial = path.rsplit("/", 1)[1].removesuffix(".sock")
+        connected = threading.Event()
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-paho-{index}",
+                             protocol=paho.MQTTv5)
+        client.on_socket_open = lambda c, u, s: s.setsockopt(socket.IPPROTO_TCP,
+                                                             socket.TCP_NODELAY, 1)
+        client.on_connect = lambda *a, e=connected: e.set()  # type: ignore[misc]
+        client.max_inflight_messages_set(0)
+        client.connect("127.0.0.1", args.port)
+        client.loop_start()
+        connected.wait(10)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sock.connect(path)
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ,
+                          (client, topic_for(serial), Reassembler(), [0]))
+    print("ready", flush=True)
+    boot = "0123456789abcdef"
+    while True:
+        for key, _ in selector.select():
+            sock = key.fileobj  # type: ignore[assignment]
+            client, topic, reassembler, seq = key.data
+            while True:
+                try:
+                    report = sock.recv(64)
+                except BlockingIOError:
+                    break
+                if not report:
+                    return 0
+                for event in reassembler.feed(report):
+                    if isinstance(event, MessageReceived):
+                        publish(client, topic, event.message, boot, seq)
+
+
+def publish(client: Any, topic: str, data: bytes, boot: str, seq: list[int]) -> None:
+    parse_message(data)
+    payload = data.hex().upper().encode("ascii")
+    seq[0] += 1
+    properties = PackedProperties.of(encode_publish_properties(
+        (("boot_id", boot), ("seq", str(seq[0]))), expiry_interval=300))
+    client.publish(topic, payload, qos=1, properties=properties)
 
 
 if __name__ == "__main__":

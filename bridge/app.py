@@ -30,6 +30,7 @@ from bridge.http import OpsServer, raise_open_file_limit
 from bridge.intake import Rejection, clears_retained_command
 from bridge.metrics import Metrics
 from bridge.mqtt.link import InboundMessage, LinkOptions, MqttLink, Publication, TlsOptions
+from bridge.mqtt.loop import IoLoop
 from bridge.mqtt.topics import BridgeTopics, ReaderTopics, parse_send_command_topic
 from bridge.outbox import OutboxLimits
 from bridge.refusals import RefusalReporter
@@ -52,6 +53,10 @@ _log = structlog.get_logger("bridge.app")
 # A loop that has not turned for this long is stuck (read loops turn every read_timeout,
 # the scan loop every scan_interval).
 STUCK_AFTER: Final = 5.0
+
+# A connect attempt (TCP, TLS handshake) that has not returned by then is stuck: paho's socket
+# timeouts end a black-holed one well before.
+CONNECT_STUCK_AFTER: Final = 60.0
 
 # How long a clean stop waits for the outboxes to empty through the bridge's session.
 DRAIN_TIMEOUT: Final = 2.0
@@ -150,7 +155,10 @@ class BridgeApp:
         self.metrics.build_info.info({"version": __version__, "host_id": settings.topics.host_id})
         options = link_options(settings)
         self.spool = self._open_spool(settings)
-        self.courier = Courier(courier_options(settings), metrics=self.metrics, spool=self.spool)
+        # One thread drives every MQTT connection, the outboxes and the spool.
+        self.loop = IoLoop()
+        self.courier = Courier(courier_options(settings), metrics=self.metrics, spool=self.spool,
+                               loop=self.loop)
         self.websocket: WebSocketEndpoint | None = None
         if settings.websocket.enabled:
             self.websocket = WebSocketEndpoint(settings.websocket, metrics=self.metrics,
@@ -187,6 +195,7 @@ class BridgeApp:
             on_published=self.courier.published,
             on_ready=self.courier.link_ready,
             on_taken_back=self.courier.taken_back,
+            loop=self.loop,
         )
         self.courier.set_fallback(self.link)
         self.ops: OpsServer | None = None
@@ -238,6 +247,7 @@ class BridgeApp:
         return PaymentRequestService(
             self.settings.mppg, self.topics.root, registry=self.metrics.registry,
             link_options=options, link_metrics=self.metrics, environ=dict(os.environ),
+            loop=self.loop,
             client_id=f"{self.settings.mqtt.client_id_prefix}-{self.settings.topics.host_id}"
                       "-payments")
 
@@ -277,13 +287,20 @@ class BridgeApp:
         if now - self.supervisor.heartbeat > scan_limit:
             stuck.append("reader-scan")
         for session in self.supervisor.sessions():
-            if session.alive and not session.stopping.is_set() and (
-                    now - session.read_heartbeat > STUCK_AFTER):
+            if not session.alive or session.stopping.is_set():
+                continue
+            if now - session.read_heartbeat > STUCK_AFTER:
                 stuck.append(f"hid-read[{session.info.path}]")
-        if not self.link.thread_alive():
-            stuck.append("mqtt")
-        if now - self.courier.heartbeat > STUCK_AFTER:
-            stuck.append("outbox-pump")
+            # A writer is idle (waiting for a command) or busy with one command, which ends
+            # by its response or its timeout: busy for longer means a wedged write.
+            busy = session.writer_busy_since
+            if busy is not None and now - busy > session.writer_limit + STUCK_AFTER:
+                stuck.append(f"reader[{session.info.path}]")
+        if not self.loop.alive() or now - self.loop.heartbeat > STUCK_AFTER:
+            stuck.append("mqtt-io")
+        connecting = self.loop.connector_busy_since
+        if connecting is not None and now - connecting > CONNECT_STUCK_AFTER:
+            stuck.append("mqtt-connect")
         payments = self.payments.link if self.payments is not None else None
         if payments is not None and not payments.thread_alive():
             stuck.append("mqtt-payments")
@@ -431,6 +448,7 @@ class BridgeApp:
             self.websocket.start(self.supervisor)
         if self.ops is not None:
             self.ops.start()
+        self.loop.start()
         self.courier.start()
         if self.payments is not None:
             self.payments.start()
@@ -460,6 +478,7 @@ class BridgeApp:
         if self.payments is not None:
             self.payments.stop()
         self.link.stop(final=[Publication(self.topics.status, OFFLINE, qos=1, retain=True)])
+        self.loop.stop()
         if self.spool is not None:
             self.spool.close()
         if self.ops is not None:

@@ -3,16 +3,19 @@
 Why the bridge and not paho keeps the backlog: paho holds unacknowledged messages only in
 memory, re-sends its whole in-flight backlog at once after a reconnect, and re-sends a message
 the broker refused as too large on every reconnect, jamming everything behind it. So at most
-``window`` messages per connection sit inside paho; the rest wait in the (spooled) outbox.
+``window`` messages per connection sit inside paho, and each connection is a fresh paho client
+(``MqttLink``): paho never re-sends anything; the rest waits in the (spooled) outbox.
 
 Carriers: a reader's own MQTT session carries its messages while the reader is attached.
 Without one (unplugged during an outage, or leftovers from a previous run) the bridge's own
 session carries them. An outbox changes carrier only when nothing is in flight, so order holds.
 
-Threads: readers call ``enqueue`` (sends at once when the window allows: no thread hop on the
-hot path); paho's thread only records acks; the ``outbox-pump`` thread handles acks,
-reconnects, expiry and the backlog. Never publish from paho's thread: its callbacks run under
-paho's lock, which ``publish`` takes too.
+Threads: everything here runs on the I/O loop's thread (``pump_once`` is one of its turn
+hooks; acks arrive there from paho), the thread that also drives every MQTT connection: no
+locks. Readers' threads only hand entries over (``enqueue``: a deque append and at most one
+wake-up per turn). The spool gets each turn's writes in one transaction, never on a read
+thread, and only entries still unacknowledged after ``SPOOL_AFTER`` (group commit). Without a
+loop (the model test) the caller turns the pump itself.
 """
 
 from __future__ import annotations
@@ -28,13 +31,20 @@ import structlog
 
 from bridge.metrics import Metrics
 from bridge.mqtt.link import MqttLink, publish_packet_size
+from bridge.mqtt.loop import IoLoop
 from bridge.outbox import DropReason, Entry, Outbox, OutboxLimits
 from bridge.spool import Spool
 
 _log = structlog.get_logger("bridge.courier")
 
-DEFAULT_WINDOW: Final = 16  # per connection; bounds the burst paho re-sends after a reconnect
-_TICK: Final = 0.25
+DEFAULT_WINDOW: Final = 16  # per connection; bounds what one connection holds unacknowledged
+_GAUGES_EVERY: Final = 0.25
+# Group commit: a new entry reaches the spool once it has waited this long unacknowledged, at
+# once when its outbox has a backlog (broker away, window full) or the bridge stops. With a
+# healthy broker the ack comes first and the entry never touches the disk: the spool then costs
+# almost nothing. The price: a crash (not a clean stop) loses at most this much of what was
+# in flight on a healthy connection.
+SPOOL_AFTER: Final = 0.05
 _REPLAYED: Final = ("replayed", "true")
 
 
@@ -47,8 +57,16 @@ class CourierOptions:
     drain_timeout: float = 1.0  # a detaching reader waits this long for its acks
 
 
+@dataclass(slots=True)
+class _Detach:
+    serial: str
+    link: MqttLink
+    deadline: float
+    done: threading.Event
+
+
 class Courier:
-    """Every reader's outbox and the pump that empties them."""
+    """Every reader's outbox, emptied by the I/O loop."""
 
     def __init__(
         self,
@@ -57,8 +75,10 @@ class Courier:
         metrics: Metrics,
         spool: Spool | None = None,
         clock: Callable[[], float] = time.monotonic,
+        loop: IoLoop | None = None,
     ) -> None:
         self.options = options
+        self.loop = loop
         self._metrics = metrics
         self._spool = spool if spool is not None and spool.ok else None
         self._clock = clock
@@ -68,39 +88,52 @@ class Courier:
         self._in_flight: dict[tuple[int, int], tuple[Outbox, Entry]] = {}
         self._link_load: dict[int, int] = {}
         self._fallback: MqttLink | None = None
+        self._incoming: deque[Entry] = deque()  # handed over by read threads
+        self._unspooled: deque[Entry] = deque()  # accepted, not yet in the spool (oldest first)
         self._acks: deque[tuple[int, int, str | None]] = deque()
         self._taken_back: deque[MqttLink] = deque()
-        self._waiting_hint = False  # some outbox has entries not yet handed to MQTT
+        self._detaching: list[_Detach] = []
         self._gauges_at = 0.0
-        self._send_lock = threading.RLock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.heartbeat = time.monotonic()
+        self._empty = threading.Event()
+        self._empty.set()
 
-    # -- lifecycle ----------------------------------------------------------------------------
+    # -- lifecycle (any thread) ---------------------------------------------------------------
 
     def start(self) -> None:
         if self._spool is not None:
             self._load_spool(self._spool)
-        self._thread = threading.Thread(target=self._pump_loop, name="outbox-pump", daemon=True)
-        self._thread.start()
+        if self.loop is not None:
+            self.loop.add_hook(self.pump_once)
+
+    def stop(self) -> None:
+        """Stop pumping; whatever is held goes to the spool first."""
+        if self.loop is None or not self.loop.alive():
+            self._spool_pending(flush=True)
+            return
+        flushed = threading.Event()
+
+        def last_turn() -> None:
+            try:
+                self._spool_pending(flush=True)
+            finally:
+                flushed.set()
+
+        self.loop.remove_hook(self.pump_once)
+        self.loop.call_soon(last_turn)
+        flushed.wait(5.0)
+
+    @property
+    def heartbeat(self) -> float:
+        """When the pump last turned (the I/O loop's heartbeat)."""
+        return self.loop.heartbeat if self.loop is not None else time.monotonic()
 
     def drain(self, timeout: float) -> int:
         """Wait up to ``timeout`` for every outbox to empty; how many messages remain."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = sum(len(box) for box in list(self._outboxes.values()))
-            if remaining == 0 or time.monotonic() >= deadline:
-                return remaining
-            self._wake.set()
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(5.0)
+        if self.loop is not None:
+            self._empty.clear()
+            self.loop.wake()
+        self._empty.wait(timeout)
+        return sum(len(box) for box in list(self._outboxes.values())) + len(self._incoming)
 
     def _load_spool(self, spool: Spool) -> None:
         leftovers = spool.load(self.options.limits.ttl)
@@ -115,35 +148,51 @@ class Courier:
             _log.info("spool_restored", serial=serial, count=len(entries))
         self._update_gauges()
 
-    # -- carriers -----------------------------------------------------------------------------
+    def _on_loop(self, call: Callable[[], None]) -> None:
+        if self.loop is None or self.loop.in_loop():
+            call()
+        else:
+            self.loop.call_soon(call)
+
+    # -- carriers (any thread; applied on the loop) ------------------------------------------
 
     def set_fallback(self, link: MqttLink | None) -> None:
         """The bridge's own session: carries messages of readers that are not attached."""
-        with self._send_lock:
+        def apply() -> None:
             self._fallback = link
-        self._wake.set()
+        self._on_loop(apply)
 
     def attach(self, serial: str, link: MqttLink) -> None:
-        with self._send_lock:
+        def apply() -> None:
             self._carriers[serial] = link
             self._outbox(serial)
-        self._wake.set()
+        self._on_loop(apply)
 
     def detach(self, serial: str, link: MqttLink) -> None:
         """The reader's session is ending: give its in-flight acks a moment, then take back
         what is still unacknowledged (it will be re-sent, marked replayed, by another carrier)."""
-        outbox = self._outboxes.get(serial)
-        deadline = time.monotonic() + self.options.drain_timeout
-        while (outbox is not None and outbox.in_flight and self._sending.get(serial) is link
-               and link.connected.is_set() and time.monotonic() < deadline):
-            self._wake.set()
-            time.sleep(0.01)
-        with self._send_lock:
-            self._process_acks()
-            if self._carriers.get(serial) is link:
-                del self._carriers[serial]
-            self._release(serial, link)
-        self._wake.set()
+        request = _Detach(serial, link, time.monotonic() + self.options.drain_timeout,
+                          threading.Event())
+        if self.loop is None:
+            request.deadline = 0.0
+            self._detaching.append(request)
+            self.pump_once()
+            return
+        self.loop.call_soon(lambda: self._detaching.append(request))
+        request.done.wait(self.options.drain_timeout + 5.0)
+
+    def _finish_detaches(self, now: float) -> None:
+        for request in list(self._detaching):
+            outbox = self._outboxes.get(request.serial)
+            if (outbox is not None and outbox.in_flight
+                    and self._sending.get(request.serial) is request.link
+                    and request.link.connected.is_set() and now < request.deadline):
+                continue  # its acks may still come
+            self._detaching.remove(request)
+            if self._carriers.get(request.serial) is request.link:
+                del self._carriers[request.serial]
+            self._release(request.serial, request.link)
+            request.done.set()
 
     def _release(self, serial: str, link: MqttLink) -> None:
         if self._sending.get(serial) is not link:
@@ -170,32 +219,22 @@ class Courier:
             return reader
         return fallback
 
-    # -- readers' side ------------------------------------------------------------------------
+    # -- readers' side (their threads) --------------------------------------------------------
 
     def enqueue(
         self, serial: str, topic: str, payload: bytes, user_properties: tuple[tuple[str, str], ...]
     ) -> None:
-        """Accept one device message; it is sent now if the window allows, else it waits."""
-        entry = Entry(serial=serial, topic=topic, payload=payload,
-                      user_properties=user_properties, created=self._clock())
-        with self._send_lock:
-            self._process_acks()
-            outbox = self._outbox(serial)
-            carrier = self._carrier(serial)
-            if carrier is None or not carrier.ready.is_set():
-                entry.replayed = True
-            else:
-                entry.origin = (carrier.token, carrier.generation)
-            outbox.put(entry)
-            self._fill(outbox)
-            if outbox.waiting():
-                self._waiting_hint = True
-                if self._acks:  # acks that came before the hint was up woke nobody
-                    self._wake.set()
+        """Accept one device message; the I/O loop takes it over on its next turn."""
+        self._incoming.append(Entry(serial=serial, topic=topic, payload=payload,
+                                    user_properties=user_properties, created=self._clock()))
+        self._empty.clear()
+        if self.loop is not None:
+            self.loop.wake()
 
     def queued(self, serial: str) -> int:
         outbox = self._outboxes.get(serial)
-        return 0 if outbox is None else len(outbox)
+        waiting = sum(1 for entry in list(self._incoming) if entry.serial == serial)
+        return waiting + (0 if outbox is None else len(outbox))
 
     def _outbox(self, serial: str) -> Outbox:
         outbox = self._outboxes.get(serial)
@@ -212,60 +251,110 @@ class Courier:
         _log.warning("outbox_message_dropped", serial=entry.serial, reason=reason.value,
                      size=len(entry.payload), age_s=round(age, 3))
 
-    # -- links' side (paho's thread: record and wake, nothing else) ---------------------------
+    # -- links' side (the loop's thread) ------------------------------------------------------
 
     def published(self, link: MqttLink, mid: int, failure: str | None) -> None:
         self._acks.append((link.token, mid, failure))
-        # The next enqueue handles acks itself; wake the pump only if something waits for the
-        # window to open (waking it per ack cost a thread switch per message).
-        if self._waiting_hint or failure is not None:
-            self._wake.set()
 
     def link_ready(self, link: MqttLink) -> None:
-        self._wake.set()
+        """``link`` is ready: the turn that follows fills its window."""
 
     def taken_back(self, link: MqttLink) -> None:
-        """``link`` reconnected and took its in-flight messages back from paho."""
+        """``link``'s connection ended: what it held in flight is ours to send again."""
         self._taken_back.append(link)
-        self._wake.set()
 
-    # -- the pump -----------------------------------------------------------------------------
+    # -- the pump (the loop's thread) ---------------------------------------------------------
 
-    def _pump_loop(self) -> None:
-        while not self._stop.is_set():
-            self.heartbeat = time.monotonic()
-            self._wake.wait(_TICK)
-            self._wake.clear()
-            try:
-                self.pump_once()
-            except Exception:  # a bug here must not stop every reader's delivery
-                _log.exception("outbox_pump_failed")
+    def pump_once(self) -> float | None:
+        """One turn: new entries, acks, expiry, then fill every window; the spool's writes
+        of the whole turn in one transaction. Returns when it next needs a turn, if soon."""
+        if self._spool is None:
+            self._pump()
+        else:
+            with self._spool.batch():
+                self._pump()
+        due: float | None = None
+        if self._unspooled:
+            due = self._unspooled[0].created + SPOOL_AFTER
+        if self._detaching:
+            first = min(request.deadline for request in self._detaching)
+            due = first if due is None else min(due, first)
+        return due
 
-    def pump_once(self) -> None:
-        """One turn of the pump: acks, expiry, then fill every window (tests call it)."""
-        with self._send_lock:
-            self._process_acks()
-            waiting = False
-            for outbox in list(self._outboxes.values()):
-                outbox.expire()
-                self._fill(outbox)
-                waiting = waiting or outbox.waiting() > 0
-            self._waiting_hint = waiting
+    def _pump(self) -> None:
+        self._take_incoming()
+        self._process_acks()
         now = time.monotonic()
-        if now - self._gauges_at >= _TICK:
+        if self._detaching:
+            self._finish_detaches(now)
+        held = 0
+        backlog = False
+        # Sending expires lazily; a backlog that cannot be sent is swept a few times a second.
+        sweep = now - self._gauges_at >= _GAUGES_EVERY
+        for outbox in self._outboxes.values():
+            if len(outbox):
+                if sweep:
+                    outbox.expire()
+                self._fill(outbox)
+                held += len(outbox)
+                if self._unspooled and not backlog:
+                    backlog = outbox.waiting() > 0
+        if self._unspooled:
+            self._spool_pending(flush=backlog, now=now)
+        if held == 0 and not self._incoming:
+            self._empty.set()
+        if now - self._gauges_at >= _GAUGES_EVERY:
             self._gauges_at = now
             self._update_gauges()
 
+    def _take_incoming(self) -> None:
+        if not self._incoming:
+            return
+        batch: list[Entry] = []
+        while self._incoming:
+            batch.append(self._incoming.popleft())
+        if self._spool is not None:
+            self._unspooled.extend(batch)
+        for entry in batch:
+            outbox = self._outbox(entry.serial)
+            carrier = self._carrier(entry.serial)
+            if carrier is None or not carrier.ready.is_set():
+                entry.replayed = True
+            else:
+                entry.origin = (carrier.token, carrier.generation)
+            outbox.put(entry, spool=False)
+
+    def _spool_pending(self, *, flush: bool, now: float | None = None) -> None:
+        """Spool what is still held after ``SPOOL_AFTER`` (everything when ``flush``)."""
+        if self._spool is None:
+            self._unspooled.clear()
+            return
+        cutoff = (time.monotonic() if now is None else now) - SPOOL_AFTER
+        batch: list[Entry] = []
+        pending = self._unspooled
+        while pending:
+            entry = pending[0]
+            if not entry.settled and not flush and entry.created > cutoff:
+                break
+            pending.popleft()
+            if not entry.settled:
+                batch.append(entry)
+        if batch:
+            self._spool.add_many(batch)
+
     def _process_acks(self) -> None:
         self._process_acks_only()
-        # After the acks that came before it: what a reconnect took back goes out again.
+        # After the acks that came before it: what an ended connection held goes out again.
         while self._taken_back:
             link = self._taken_back.popleft()
+            self._spool_pending(flush=True)  # a connection ended: what it held is at risk
             for serial, holder in list(self._sending.items()):
                 if holder is link:
                     self._release(serial, link)
 
     def _process_acks_only(self) -> None:
+        if not self._acks:
+            return
         delivered: dict[str, tuple[Outbox, list[Entry]]] = {}
         while self._acks:
             link_id, mid, failure = self._acks.popleft()
@@ -307,13 +396,14 @@ class Courier:
             live = entry.origin == (link_id, carrier.generation) and not entry.replayed
             properties = entry.user_properties if live else (*entry.user_properties, _REPLAYED)
             expiry = entry.expiry_interval(outbox.limits.ttl, now) if carrier.v5 else None
-            size = publish_packet_size(entry.topic, entry.payload, properties if carrier.v5
-                                       else (), qos=self.options.qos, expiry=expiry)
-            if limit and size > limit:
-                _log.error("outbox_message_oversize", serial=entry.serial, size=size,
-                           limit=limit)
-                outbox.complete(entry, dropped=DropReason.OVERSIZE)
-                continue
+            if limit:  # sized only when there is a limit to hold it against
+                size = publish_packet_size(entry.topic, entry.payload, properties if carrier.v5
+                                           else (), qos=self.options.qos, expiry=expiry)
+                if size > limit:
+                    _log.error("outbox_message_oversize", serial=entry.serial, size=size,
+                               limit=limit)
+                    outbox.complete(entry, dropped=DropReason.OVERSIZE)
+                    continue
             entry.replayed = not live
             try:
                 mid = carrier.publish(entry.topic, entry.payload, qos=self.options.qos,
@@ -334,10 +424,9 @@ class Courier:
 
     def _update_gauges(self) -> None:
         total = 0
-        for serial, outbox in list(self._outboxes.items()):
-            count = len(outbox)
+        for serial, outbox in self._outboxes.items():
             total += outbox.bytes
-            self._metrics.outbox_messages.labels(serial).set(count)
+            self._metrics.outbox_messages.labels(serial).set(len(outbox))
         self._metrics.outbox_bytes.set(total)
 
 

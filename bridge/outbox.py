@@ -43,6 +43,7 @@ class Entry:
     # (id of the carrier link, its connection generation) when accepted live; a message sent
     # on any other connection arrives late and is marked replayed.
     origin: tuple[int, int] = field(default=(0, -1))
+    settled: bool = False  # acknowledged or dropped: nothing left to do with it
 
     @property
     def size(self) -> int:
@@ -134,6 +135,8 @@ class Outbox:
     def _forget(self, entries: list[Entry]) -> None:
         """Bookkeeping for entries already taken out of the queue: bytes and spool rows."""
         self._bytes -= sum(e.size for e in entries)
+        for entry in entries:
+            entry.settled = True
         spooled = [e for e in entries if e.spool_id is not None]
         if spooled and self._spool is not None:
             self._spool.remove(spooled)

@@ -3,10 +3,14 @@
 Threads (each named after the reader and strongly referenced here):
 - ``reader[<path>]`` runs ``run()``: open, identify, connect MQTT, then write commands one
   whole message at a time, waiting for each response (PROTOCOL.md §2.2: the device services one
-  command at a time), until the reader goes away or the bridge stops.
-- ``hid-read[<path>]`` reads reports, reassembles messages and publishes each at once, in the
-  order the reader sent them.
-Paho's own thread validates inbound commands and queues them (bounded) for the writer.
+  command at a time), until the reader goes away or the bridge stops. It sleeps on a queue and
+  on events, never polls. It is its own thread because a HID write blocks and a wedged device
+  may block it for good: that must stall neither the other readers nor the I/O loop (and the
+  watchdog sees it: ``writer_busy_since``).
+- ``hid-read[<path>]`` only reads reports and reassembles messages, and hands each whole
+  message to the courier (the I/O loop takes what came since its last turn as one batch).
+The I/O loop's thread (``bridge.mqtt.loop``) validates inbound commands and queues them
+(bounded) for the writer; it also owns the outboxes and every MQTT connection.
 """
 
 from __future__ import annotations
@@ -155,7 +159,7 @@ class ReaderSession:
                                          summary_topic="SendCommand")
         self._pending: dict[tuple[int, int], Command] = {}
         self._pending_lock = threading.Lock()
-        self._response_seen = threading.Event()
+        self._response_seen = threading.Event()  # set by the read thread or by stop()
         self._write_lock = threading.Lock()
         self._waiter: tuple[tuple[int, int], threading.Event, list[Message]] | None = None
         self._early: list[tuple[bytes, Message | None]] = []
@@ -165,7 +169,10 @@ class ReaderSession:
         self.finished = threading.Event()
         self.failure: str | None = None
         self.read_heartbeat = time.monotonic()
-        self.write_heartbeat = time.monotonic()
+        # When the writer took the command (or request) it is busy with; None while it waits
+        # for one. Busy longer than ``writer_limit`` means a write that does not return.
+        self.writer_busy_since: float | None = None
+        self.writer_limit = max(options.command_timeout, options.identify_timeout)
         self._threads: list[threading.Thread] = []
         # hidapi frees the device in ``hid_close``: closing while the read thread sits in
         # ``hid_read_timeout`` is a use-after-free. The handle is closed by whichever of
@@ -185,6 +192,13 @@ class ReaderSession:
         """Ask the session to end; ``finished`` is set once it has cleaned up."""
         self.stopping.set()
         self._wake_writer()
+        self._interrupt_waits()
+
+    def _interrupt_waits(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            waiter[1].set()
+        self._response_seen.set()
 
     def join(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -296,17 +310,20 @@ class ReaderSession:
         done = threading.Event()
         box: list[Message] = []
         self._waiter = ((request.ref, request.command_id), done, box)
+        self.writer_busy_since = time.monotonic()
         try:
-            self._write_message(data)
-            deadline = time.monotonic() + self.options.identify_timeout
-            while not done.wait(0.05):
+            if self.stopping.is_set():  # stop() may have run before the waiter was set
                 if self.gone.is_set():
                     raise ReaderGone
-                if self.stopping.is_set() or time.monotonic() > deadline:
-                    return None
-            return box[0]
+                return None
+            self._write_message(data)
+            done.wait(self.options.identify_timeout)  # stop() and unplug set it too
+            if self.gone.is_set():
+                raise ReaderGone
+            return box[0] if box else None
         finally:
             self._waiter = None
+            self.writer_busy_since = None
 
     def _connect_mqtt(self, identity: ReaderIdentity) -> None:
         self.topics = ReaderTopics.for_root(identity.root)
@@ -326,6 +343,7 @@ class ReaderSession:
             on_published=self._courier.published,
             on_ready=self._courier.link_ready,
             on_taken_back=self._courier.taken_back,
+            loop=self._courier.loop,
         )
         self._metrics.reader_connected.labels(identity.serial).set(1)
         self._metrics.reader_reconnects.labels(identity.serial)
@@ -377,26 +395,32 @@ class ReaderSession:
 
     def _read_loop(self) -> None:
         timeout = self.options.read_timeout
+        transport = self.transport
         while not self.stopping.is_set():
             self.read_heartbeat = time.monotonic()
             try:
-                report = self.transport.read_report(timeout)
+                report = transport.read_report(timeout)
             except (DeviceGoneError, TransportError) as exc:
                 if not self.stopping.is_set():
                     self._log.warning("reader_unplugged", error=str(exc))
                 self.gone.set()
                 self.stop()
                 return
-            if report is None:
-                continue
-            self._metrics.report_in()
-            for event in self._reassembler.feed(report):
-                if isinstance(event, FrameDropped):
-                    self._metrics.framing_error(event.reason.value)
-                    self._log.warning("framing_error", reason=event.reason.value,
-                                      discarded_bytes=event.discarded_bytes)
-                else:
-                    self._on_device_message(event.message)
+            if report is not None:
+                # Each message goes to the courier as soon as it is whole; never a wait to
+                # fill a batch. Whatever arrives before the I/O loop's next turn is its batch
+                # (one wake-up per turn, not per message: ``IoLoop.wake``).
+                self._metrics.report_in()
+                self._feed(report)
+
+    def _feed(self, report: bytes) -> None:
+        for event in self._reassembler.feed(report):
+            if isinstance(event, FrameDropped):
+                self._metrics.framing_error(event.reason.value)
+                self._log.warning("framing_error", reason=event.reason.value,
+                                  discarded_bytes=event.discarded_bytes)
+            else:
+                self._on_device_message(event.message)
 
     def _on_device_message(self, data: bytes) -> None:
         try:
@@ -453,7 +477,7 @@ class ReaderSession:
         if command.response_topic and self.link is not None:
             self.link.publish(command.response_topic, payload, qos=1,
                               correlation_data=command.correlation_data, kind="response")
-        self._response_seen.set()
+        self._response_seen.set()  # wakes the writer at once
 
     # -- MQTT -> device -----------------------------------------------------------------------
 
@@ -547,30 +571,32 @@ class ReaderSession:
 
     def _write_loop(self) -> None:
         while not self.stopping.is_set():
-            self.write_heartbeat = time.monotonic()
+            item = self._commands.get()  # stop() queues a wake-up
+            if not isinstance(item, Command) or self.stopping.is_set():
+                continue
+            self.writer_busy_since = time.monotonic()
             try:
-                item = self._commands.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            if not isinstance(item, Command):
-                continue
-            if item.expired():
-                self._refuse_queued(Rejection("expired", "message expiry passed while queued"),
-                                    item)
-                continue
-            self._response_seen.clear()
+                self._write_command(item)
+            finally:
+                self.writer_busy_since = None
+
+    def _write_command(self, item: Command) -> None:
+        if item.expired():
+            self._refuse_queued(Rejection("expired", "message expiry passed while queued"), item)
+            return
+        self._response_seen.clear()
+        with self._pending_lock:
+            self._pending[item.key] = item
+        try:
+            self._write_message(item.data)
+        except TransportError:
             with self._pending_lock:
-                self._pending[item.key] = item
-            try:
-                self._write_message(item.data)
-            except TransportError:
-                with self._pending_lock:
-                    self._pending.pop(item.key, None)
-                self._refuse_queued(
-                    Rejection("reader_absent", "the reader went away while writing"), item)
-                continue
-            self._metrics.message("out", _type_label(item.message))
-            self._wait_for_response(item)
+                self._pending.pop(item.key, None)
+            self._refuse_queued(
+                Rejection("reader_absent", "the reader went away while writing"), item)
+            return
+        self._metrics.message("out", _type_label(item.message))
+        self._wait_for_response(item)
 
     def _wait_for_response(self, command: Command) -> None:
         deadline = time.monotonic() + self.options.command_timeout
@@ -578,13 +604,16 @@ class ReaderSession:
             with self._pending_lock:
                 if command.key not in self._pending:
                     return
-            if time.monotonic() >= deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 with self._pending_lock:
                     self._pending.pop(command.key, None)
                 self._log.warning("command_timeout", command_id=f"{command.key[1]:04X}",
                                   ref=command.key[0])
                 return
-            self._response_seen.wait(0.05)
+            # Set by the read thread for any matched response (then re-checked) or by stop().
+            self._response_seen.wait(left)
+            self._response_seen.clear()
 
     def _write_message(self, data: bytes) -> None:
         """Write one whole message; reports of two messages never interleave."""

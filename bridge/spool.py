@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -58,7 +58,10 @@ class Spool:
         self.expired_at_load = 0
         self._truncated_at = 0.0
         self._on_failure = on_failure
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._batch = False  # inside batch(): writes join one transaction
+        self._begun = False
+        self._removed_in_batch = False
         self._db: sqlite3.Connection | None = None
         try:
             self._db = self._open(path, max_bytes)
@@ -117,11 +120,40 @@ class Spool:
 
     # -- the outbox's side ----------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Every add and remove inside is one transaction, begun at the first write (the I/O
+        loop wraps each turn in one: a turn's new entries and its acks cost one commit)."""
+        with self._lock:
+            self._batch, self._begun, self._removed_in_batch = True, False, False
+            try:
+                yield
+            finally:
+                self._batch = False
+                if self._begun and self._db is not None:
+                    try:
+                        self._db.execute("COMMIT")
+                        if self._removed_in_batch:
+                            self._truncate_wal_when_empty()
+                    except sqlite3.Error as exc:
+                        self._fail("write", exc)
+                self._begun = False
+
+    def _join_batch(self) -> bool:
+        """In a batch: make sure its transaction is open; True if so (caller holds the lock)."""
+        if not self._batch or self._db is None:
+            return False
+        if not self._begun:
+            self._db.execute("BEGIN")
+            self._begun = True
+        return True
+
     def add(self, entry: Entry) -> None:
         with self._lock:
             if self._db is None:
                 return
             try:
+                self._join_batch()
                 cursor = self._db.execute(
                     "INSERT INTO entries (serial, topic, payload, properties, created)"
                     " VALUES (?, ?, ?, ?, ?)",
@@ -133,6 +165,34 @@ class Spool:
             except sqlite3.Error as exc:
                 self._fail("write", exc)
 
+    def add_many(self, entries: list[Entry]) -> None:
+        """Several entries in one transaction (the I/O loop's batch of a turn)."""
+        if len(entries) == 1:
+            self.add(entries[0])
+            return
+        with self._lock:
+            if self._db is None or not entries:
+                return
+            wall_offset = time.time() - time.monotonic()
+            try:
+                batched = self._join_batch()
+                if not batched:
+                    self._db.execute("BEGIN")
+                for entry in entries:
+                    cursor = self._db.execute(
+                        "INSERT INTO entries (serial, topic, payload, properties, created)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        (entry.serial, entry.topic, entry.payload,
+                         json.dumps(entry.user_properties), wall_offset + entry.created),
+                    )
+                    entry.spool_id = cursor.lastrowid
+                if not batched:
+                    self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                for entry in entries:
+                    entry.spool_id = None
+                self._fail("write", exc)
+
     def remove(self, entries: Iterable[Entry]) -> None:
         ids = [(e.spool_id,) for e in entries if e.spool_id is not None]
         if not ids:
@@ -141,6 +201,10 @@ class Spool:
             if self._db is None:
                 return
             try:
+                if self._join_batch():
+                    self._db.executemany("DELETE FROM entries WHERE id = ?", ids)
+                    self._removed_in_batch = True
+                    return
                 if len(ids) == 1:
                     self._db.execute("DELETE FROM entries WHERE id = ?", ids[0])
                 else:

@@ -14,6 +14,9 @@ import structlog
 # leaves its select() within a second of disconnect()). Shared by all of them.
 THREAD_EXIT_BUDGET_S: Final = 2.0
 _PAHO_THREAD_PREFIX: Final = "paho-mqtt-client-"
+# A bridge's I/O loop (every MQTT connection it has); CLI tools share a process-wide one
+# under another name, which lives as long as the process.
+_IO_LOOP_THREAD: Final = "mqtt-io"
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +29,8 @@ def _reset_logging() -> Iterator[None]:
 def _watched(thread: threading.Thread) -> bool:
     # Non-daemon threads keep the interpreter alive; paho's threads are daemons, but one
     # left running means an MQTT client nobody closed.
-    return not thread.daemon or thread.name.startswith(_PAHO_THREAD_PREFIX)
+    return (not thread.daemon or thread.name.startswith(_PAHO_THREAD_PREFIX)
+            or thread.name == _IO_LOOP_THREAD)
 
 
 @pytest.fixture(autouse=True)

@@ -39,6 +39,7 @@ from bridge.mppg.relays import RelayManager
 from bridge.mppg.replies import ENVELOPE, ReplyCache, request_digest, too_deep
 from bridge.mppg.topics import PaymentTopics
 from bridge.mqtt.link import InboundMessage, LinkOptions, MqttLink
+from bridge.mqtt.loop import IoLoop
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -70,6 +71,7 @@ class PaymentRequestService:
         registry: where the payment metrics go (the bridge's registry).
         link_options, client_id: with both, the service opens its own persistent MQTT
             session; without, ``attach()`` gives it a publisher (tests).
+        loop: the I/O loop that drives that session (the bridge's own).
     """
 
     def __init__(self, settings: MppgSettings, bridge_root: str, *,
@@ -77,7 +79,8 @@ class PaymentRequestService:
                  registry: CollectorRegistry | None = None,
                  link_options: LinkOptions | None = None, client_id: str | None = None,
                  link_metrics: Metrics | None = None,
-                 environ: dict[str, str] | None = None) -> None:
+                 environ: dict[str, str] | None = None,
+                 loop: IoLoop | None = None) -> None:
         self.topics = PaymentTopics(bridge_root)
         self.client = client if client is not None else MppgClient.from_settings(settings)
         self.metrics = MppgMetrics(registry)
@@ -100,7 +103,8 @@ class PaymentRequestService:
         if link_options is not None and client_id is not None:
             self.link = MqttLink(link_options, client_id=client_id, name="payments",
                                  subscriptions=self.subscriptions(), on_message=self.on_message,
-                                 metrics=link_metrics, session_expiry=settings.session_expiry)
+                                 metrics=link_metrics, session_expiry=settings.session_expiry,
+                                 loop=loop)
             self._publisher = self.link
 
     # -- wiring ------------------------------------------------------------------------------

@@ -1,8 +1,15 @@
-"""One MQTT session, wrapped: the only module that imports paho.
+"""One MQTT session, wrapped: with ``bridge.mqtt.loop`` the only code that drives paho.
 
 Each reader gets its own ``MqttLink`` because a last will belongs to one connection and every
-reader needs its own retained ``Status=disconnected`` will (PROTOCOL.md §6.1). Paho runs its own
-network thread (``loop_start``); our callbacks run there and must stay short.
+reader needs its own retained ``Status=disconnected`` will (PROTOCOL.md §6.1). Every link of
+the process is driven by one ``IoLoop`` thread through paho's external-loop API; callbacks
+run on that thread and must stay short.
+
+Each connection is a fresh paho client: paho never re-sends a message from an earlier
+connection (hours late, or one the broker refused as too large). What was in flight when a
+connection ended is the owner's to send again (``on_taken_back``: the courier re-checks the
+time-to-live and re-sends it marked replayed). Reconnects wait for the project's jittered
+``Backoff`` between ``reconnect_min_delay`` and ``reconnect_max_delay``, exactly.
 
 On every successful CONNACK the link subscribes first and publishes its "birth" messages only
 once the SUBACK has arrived, so a consumer that reacts to ``connected`` can never lose its first
@@ -16,9 +23,9 @@ import itertools
 import logging
 import socket
 import ssl
-import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -30,12 +37,24 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from bridge.backoff import Backoff
 from bridge.metrics import Metrics
+from bridge.mqtt.encoding import (
+    PackedProperties,
+    describe_tls_alert,
+    describe_tls_failure,
+    encode_publish_properties,
+    publish_packet_size,
+)
+from bridge.mqtt.loop import MAX_SLEEP, IoLoop, default_loop
 
 _log = structlog.get_logger("bridge.mqtt")
 
 # How long stop() waits for the final publishes (retained "disconnected") to be acknowledged.
 STOP_PUBLISH_TIMEOUT: Final = 3.0
+_HELD_LIMIT: Final = 1000  # publishes held while not connected (oldest dropped beyond)
+_READ: Final = 1  # selectors.EVENT_READ
+_WRITE: Final = 2  # selectors.EVENT_WRITE
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +87,7 @@ class LinkOptions:
     # config): said at every connect, so it is never forgotten.
     password_in_clear: bool = False
     # Connect failures are logged at warning: the first one, then one summary per interval
-    # (paho retries every few seconds; a line each time would bury everything else).
+    # (reconnects come every few seconds; a line each time would bury everything else).
     failure_log_interval: float = 300.0
 
 
@@ -103,113 +122,6 @@ MessageHandler = Callable[[InboundMessage], None]
 PublishedHandler = Callable[["MqttLink", int, str | None], None]
 
 
-def publish_packet_size(
-    topic: str,
-    payload: bytes,
-    user_properties: Sequence[tuple[str, str]] = (),
-    *,
-    qos: int = 1,
-    expiry: int | None = None,
-    correlation_data: bytes | None = None,
-) -> int:
-    """Bytes of the PUBLISH packet on the wire, to hold against the broker's maximum."""
-    properties = sum(5 + len(k.encode()) + len(v.encode()) for k, v in user_properties)
-    if expiry is not None:
-        properties += 5
-    if correlation_data is not None:
-        properties += 3 + len(correlation_data)
-    remaining = 2 + len(topic.encode()) + (2 if qos else 0) + len(payload)
-    if user_properties or expiry is not None or correlation_data is not None:
-        remaining += len(_varint(properties)) + properties
-    return 1 + len(_varint(remaining)) + remaining
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value % 128, value // 128
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _utf8(text: str | bytes) -> bytes:
-    data = text.encode() if isinstance(text, str) else text
-    return len(data).to_bytes(2, "big") + data
-
-
-def encode_publish_properties(
-    user_properties: Sequence[tuple[str, str]] = (),
-    *,
-    correlation_data: bytes | None = None,
-    expiry_interval: int | None = None,
-) -> bytes:
-    """MQTT v5 PUBLISH properties as on the wire (length prefix included), §3.3.2.3."""
-    body = bytearray()
-    if expiry_interval is not None:
-        body += b"\x02" + expiry_interval.to_bytes(4, "big")
-    if correlation_data is not None:
-        body += b"\x09" + _utf8(correlation_data)
-    for key, value in user_properties:
-        body += b"\x26" + _utf8(key) + _utf8(value)
-    return _varint(len(body)) + bytes(body)
-
-
-class _PackedProperties(Properties):
-    """Properties already encoded: paho's own class costs more per message than all the
-    rest of the bridge (attribute checks on every set, re-encoding on every send)."""
-
-    _packed: bytes
-
-    def __init__(self, packed: bytes) -> None:  # no super().__init__: nothing to check
-        object.__setattr__(self, "packetType", PacketTypes.PUBLISH)
-        object.__setattr__(self, "_packed", packed)
-
-    def pack(self) -> bytes:
-        return self._packed
-
-    def __str__(self) -> str:
-        return f"<{len(self._packed)} bytes of properties>"
-
-
-def describe_tls_failure(exc: BaseException) -> str | None:
-    """Say why a TLS handshake failed, in an operator's words (paho only says it failed)."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        message = (exc.verify_message or str(exc)).lower()
-        if "hostname" in message or "ip address mismatch" in message:
-            return f"TLS: broker certificate does not match the host name ({exc.verify_message})"
-        if "expired" in message:
-            return "TLS: broker certificate has expired"
-        if "not yet valid" in message:
-            return "TLS: broker certificate is not yet valid (check the clock)"
-        if "self-signed" in message or "issuer" in message or "unknown ca" in message:
-            return ("TLS: broker certificate is signed by an unknown CA "
-                    f"({exc.verify_message}); check mqtt.tls.ca_file")
-        return f"TLS: broker certificate rejected ({exc.verify_message})"
-    if isinstance(exc, ssl.SSLError):
-        return describe_tls_alert(f"{exc.reason or ''} {exc}")
-    return None
-
-
-def describe_tls_alert(text: str) -> str | None:
-    """The same for an SSL error known only by its text: with TLS 1.3 the broker refuses a
-    client certificate after the handshake, and paho only logs what the next read raised."""
-    reason = text.upper()
-    if "SSL" in reason or "TLS" in reason:
-        if "CERTIFICATE_REQUIRED" in reason:
-            return "TLS: the broker requires a client certificate (mqtt.tls.cert_file)"
-        if "UNKNOWN_CA" in reason or "BAD_CERTIFICATE" in reason or "CERTIFICATE_UNKNOWN" in reason:
-            return f"TLS: the broker refused our client certificate ({text.strip()})"
-        if "EXPIRED" in reason:
-            return f"TLS: the broker refused our client certificate as expired ({text.strip()})"
-        if ("WRONG_VERSION_NUMBER" in reason or "RECORD_LAYER" in reason
-                or "UNEXPECTED_EOF" in reason or "EOF OCCURRED" in reason):
-            return ("TLS: the broker closed or did not answer the TLS handshake "
-                    "(a plain MQTT port?)")
-        return f"TLS: handshake failed ({text.strip()})"
-    return None
-
-
 class _TrackingContext(ssl.SSLContext):
     """Remembers the socket it wrapped last: when a handshake fails inside paho's connect,
     paho drops that socket without closing it, leaking a descriptor on every retry."""
@@ -232,7 +144,7 @@ class _LastError(logging.Handler):
 
 
 class MqttLink:
-    """A paho client with our connect sequence, will and reconnect policy.
+    """A broker session with our connect sequence, will and reconnect policy.
 
     Args:
         options: broker address, protocol, credentials, TLS, reconnect delays.
@@ -241,8 +153,12 @@ class MqttLink:
         will: published by the broker if we vanish without a clean DISCONNECT.
         subscriptions: (topic filter, qos) made on every connect, before the births.
         births: published after the subscriptions are acknowledged, on every connect.
-        on_message: called on paho's thread for every inbound message.
+        on_message: called on the I/O loop's thread for every inbound message.
         metrics: where to count; optional for CLI tools.
+        on_published: a QoS>0 publish was acknowledged (I/O loop's thread).
+        on_ready: connected, subscribed, births sent (I/O loop's thread).
+        on_taken_back: a connection ended; what was in flight on it is the owner's again.
+        loop: the I/O loop that drives it (default: the process's own).
         session_expiry: 0 (default) starts a clean session on every connect; N > 0 keeps
             the session (subscriptions, QoS 1 messages queued while we are away) for N
             seconds after a disconnect, across process restarts (MQTT v5: clean start off
@@ -265,21 +181,25 @@ class MqttLink:
         on_published: PublishedHandler | None = None,
         on_ready: Callable[[MqttLink], None] | None = None,
         on_taken_back: Callable[[MqttLink], None] | None = None,
+        loop: IoLoop | None = None,
         session_expiry: int = 0,
     ) -> None:
         self._options = options
         self._session_expiry = session_expiry
+        self._client_id = client_id
         self._name = name
+        self._will = will
         self._subscriptions = list(subscriptions)
         self._births = list(births)
         self._on_message_handler = on_message
         self._on_published = on_published
         self._on_ready = on_ready
-        self._tls_context: _TrackingContext | None = None
         self._on_taken_back = on_taken_back
+        self._loop = loop if loop is not None else default_loop()
+        self._tls_context: _TrackingContext | None = None
+        if options.tls is not None:
+            self._tls_context = self._make_tls_context(options.tls)
         self.token = next(_link_tokens)  # unique for the process (id() values get reused)
-        self._tracked: set[int] = set()  # mids of publishes made with tracked=True
-        self._tracked_lock = threading.Lock()
         self.generation = 0  # counts successful connections
         self.max_packet_size = 0  # the broker's limit from the MQTT v5 CONNACK; 0: none said
         self._metrics = metrics
@@ -287,48 +207,36 @@ class MqttLink:
         self.v5 = options.protocol == "5"
         self.connected = threading.Event()
         self.ready = threading.Event()  # connected, subscribed and births sent
-        self._lock = threading.Lock()
-        self._sub_mid: int | None = None
-        self._ever_connected = False
-        self._stopping = False
         self.last_error: str | None = None
         self._failures = 0  # connect attempts failed since the last success
         self._failure_logged_at: float | None = None
-
-        self._client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=MQTTProtocolVersion.MQTTv5 if self.v5 else MQTTProtocolVersion.MQTTv311,
-            clean_session=None if self.v5 else session_expiry == 0,
-        )
-        if options.username:
-            self._client.username_pw_set(options.username, options.password)
-        if options.tls is not None:
-            self._configure_tls(options.tls)
-        if will is not None:
-            self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
-        # paho's default cap of 120 s would leave a store idle for minutes after the broker
-        # returns; the issue asks for about 10 s. paho types these as int but uses floats fine.
-        self._client.reconnect_delay_set(
-            min_delay=max(1, round(options.reconnect_min_delay)),
-            max_delay=max(1, round(options.reconnect_max_delay)),
-        )
-        self._client.max_inflight_messages_set(options.max_inflight)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_subscribe = self._on_subscribe
-        self._client.on_message = self._on_message
-        self._client.on_connect_fail = self._on_connect_fail
-        self._client.on_socket_open = self._on_socket_open
-        self._client.on_publish = self._on_publish
-        # paho formats a debug line for every packet when on_log is set; a logger at ERROR
-        # level costs nothing per packet and still hands us socket errors (TLS alerts).
+        self._lock = threading.Lock()  # births only
+        self._backoff = Backoff(options.reconnect_min_delay, options.reconnect_max_delay)
+        self.reconnect_delays: deque[float] = deque(maxlen=32)  # the last ones drawn
+        # Untracked publishes made while not connected, sent after the next CONNACK.
+        self._held: deque[tuple[str, bytes, int, bool, tuple[tuple[str, str], ...],
+                                bytes | None, str, int | None]] = deque(maxlen=_HELD_LIMIT)
+        self._paho_logger = logging.Logger(f"paho.{name}", logging.ERROR)
+        self._paho_logger.addHandler(_LastError(self))
         self._paho_error: str | None = None
-        paho_logger = logging.Logger(f"paho.{name}", logging.ERROR)
-        paho_logger.addHandler(_LastError(self))
-        self._client.enable_logger(paho_logger)
+        # -- owned by the I/O loop's thread --
+        self._client: paho.Client | None = None
+        self._sock: Any = None
+        self._attempt = 0  # numbers connection attempts; stale connector results are ignored
+        self._state: Literal["new", "waiting", "connecting", "open", "stopped"] = "new"
+        self._next_attempt = 0.0
+        self._misc_at = 0.0
+        self._events = 0  # what the selector watches on the current socket
+        self._sub_mid: int | None = None
+        self._lost = False
+        self._ever_connected = False
+        self._stopping = False
+        self._final_mids: set[int] = set()
+        self._stop_deadline = 0.0
+        self._stopped = threading.Event()
 
-    def _configure_tls(self, tls: TlsOptions) -> None:
+    @staticmethod
+    def _make_tls_context(tls: TlsOptions) -> _TrackingContext:
         context = _TrackingContext(ssl.PROTOCOL_TLS_CLIENT)
         if tls.ca_file:
             context.load_verify_locations(cafile=tls.ca_file)
@@ -337,52 +245,28 @@ class MqttLink:
         if tls.cert_file:
             context.load_cert_chain(tls.cert_file, tls.key_file, password=tls.key_password)
         context.check_hostname = tls.check_hostname
-        self._client.tls_set_context(context)
-        self._tls_context = context
+        return context
 
-    # -- lifecycle -------------------------------------------------------------------------
+    # -- lifecycle (any thread) --------------------------------------------------------------
 
     def start(self) -> None:
-        """Connect in the background; paho retries until the broker answers."""
-        # paho pings after one idle keepalive and gives up one keepalive later: half the
-        # configured value makes it a bound on noticing a dead (black-holed) connection.
-        persistent: dict[str, Any] = {}
-        if self.v5 and self._session_expiry > 0:
-            connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            connect_properties.SessionExpiryInterval = self._session_expiry
-            persistent = {"clean_start": False, "properties": connect_properties}
-        self._client.connect_async(
-            self._options.host, self._options.port, keepalive=max(1, self._options.keepalive // 2),
-            **persistent,
-        )
-        self._client.loop_start()
+        """Connect in the background; retried with the backoff until the broker answers."""
+        self._loop.call_soon(self._begin)
 
     def stop(
         self, final: Sequence[Publication] = (), timeout: float = STOP_PUBLISH_TIMEOUT
     ) -> None:
-        """Publish ``final`` (if connected), disconnect cleanly (no will), stop the thread."""
-        self._stopping = True
-        deadline = time.monotonic() + timeout
-        if self.connected.is_set():
-            infos = [self._client.publish(p.topic, p.payload, p.qos, p.retain) for p in final]
-            for info in infos:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    info.wait_for_publish(remaining)
-                except (RuntimeError, ValueError):
-                    break  # connection lost meanwhile: the will covers it
-        self._client.disconnect()
-        self._client.loop_stop()
-        if self.connected.is_set():
-            self.connected.clear()
-            self._gauge(-1)
+        """Publish ``final`` (if connected), disconnect cleanly (no will), stop reconnecting."""
+        if self._loop.in_loop():
+            raise RuntimeError("MqttLink.stop() waits for the I/O loop: not from its thread")
+        finals = list(final)
+        self._loop.call_soon(lambda: self._begin_stop(finals, timeout))
+        if not self._stopped.wait(timeout + 2.0) and not self._loop.alive():
+            self._stopped.set()
 
     def thread_alive(self) -> bool:
-        """Is paho's network thread running (it retries connecting by itself)?"""
-        thread = self._client._thread
-        return thread is not None and thread.is_alive()
+        """Is the I/O loop that drives this link running?"""
+        return self._loop.alive()
 
     def wait_ready(self, timeout: float) -> bool:
         return self.ready.wait(timeout)
@@ -391,7 +275,7 @@ class MqttLink:
         with self._lock:
             self._births = list(births)
 
-    # -- publishing ------------------------------------------------------------------------
+    # -- publishing (any thread) -------------------------------------------------------------
 
     def publish(
         self,
@@ -406,28 +290,73 @@ class MqttLink:
         expiry_interval: int | None = None,
         tracked: bool = False,
     ) -> int | None:
-        """Queue one publish; paho keeps QoS>0 messages across a reconnect.
+        """Publish on the current connection.
 
-        Returns the message id (matched by ``on_published``), or None if paho refused it.
+        On the I/O loop's thread: returns the message id (matched by ``on_published``), or
+        None if paho refused it. From any other thread the publish is handed to the loop and 0
+        is returned. Made while not connected, an untracked publish (status, error, response)
+        waits (bounded) and goes out right after the next CONNACK, 0 returned; a tracked one
+        (the courier's, which re-sends itself) is refused (None). Nothing is re-sent across
+        connections: what must survive an outage goes through the courier's outbox.
         """
+        if not self._loop.in_loop():
+            props = tuple(user_properties)
+
+            def later() -> None:
+                self._publish_or_hold(topic, payload, qos, retain, user_properties=props,
+                                      correlation_data=correlation_data, kind=kind,
+                                      expiry_interval=expiry_interval, tracked=tracked)
+
+            self._loop.call_soon(later)
+            return 0
+        return self._publish_or_hold(topic, payload, qos, retain,
+                                     user_properties=user_properties,
+                                     correlation_data=correlation_data, kind=kind,
+                                     expiry_interval=expiry_interval, tracked=tracked)
+
+    def _publish_or_hold(self, topic: str, payload: bytes, qos: int, retain: bool, *,
+                         user_properties: Sequence[tuple[str, str]], correlation_data: bytes | None,
+                         kind: str, expiry_interval: int | None, tracked: bool) -> int | None:
+        if tracked or self.connected.is_set() or self._state == "stopped":
+            return self._publish_now(topic, payload, qos, retain,
+                                     user_properties=user_properties,
+                                     correlation_data=correlation_data, kind=kind,
+                                     expiry_interval=expiry_interval)
+        if len(self._held) == self._held.maxlen:
+            self._publish_failed(self._held[0][0], "too many publishes held while disconnected")
+        self._held.append((topic, payload, qos, retain, tuple(user_properties),
+                           correlation_data, kind, expiry_interval))
+        return 0
+
+    def _release_held(self) -> None:
+        """Right after CONNACK: what was published while we were away, in order."""
+        while self._held and self.connected.is_set():
+            topic, payload, qos, retain, props, correlation, kind, expiry = self._held.popleft()
+            self._publish_now(topic, payload, qos, retain, user_properties=props,
+                              correlation_data=correlation, kind=kind, expiry_interval=expiry)
+
+    def _publish_now(self, topic: str, payload: bytes, qos: int, retain: bool, *,
+                     user_properties: Sequence[tuple[str, str]] = (),
+                     correlation_data: bytes | None = None, kind: str = "message",
+                     expiry_interval: int | None = None) -> int | None:
+        client = self._client
+        if client is None or (self._stopping and kind not in ("status", "final")):
+            self._publish_failed(topic, "not connected")
+            return None
         properties: Properties | None = None
         if self.v5 and (user_properties or correlation_data is not None
                         or expiry_interval is not None):
-            properties = _PackedProperties(encode_publish_properties(
+            properties = PackedProperties.of(encode_publish_properties(
                 user_properties, correlation_data=correlation_data,
                 expiry_interval=expiry_interval))
         try:
-            info = self._client.publish(topic, payload, qos=qos, retain=retain,
-                                        properties=properties)
+            info = client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         except ValueError as exc:  # paho's own checks (topic, payload size)
             self._publish_failed(topic, str(exc))
             return None
         if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             if self._metrics is not None:
                 self._metrics.mqtt_publish(kind)
-            if tracked:
-                with self._tracked_lock:
-                    self._tracked.add(info.mid)
             return info.mid
         self._publish_failed(topic, paho.error_string(info.rc))
         return None
@@ -437,7 +366,269 @@ class MqttLink:
             self._metrics.mqtt_publish_failures.inc()
         self._log.warning("mqtt_publish_failed", topic=topic, error=error)
 
-    # -- paho callbacks (paho's thread) ------------------------------------------------------
+    # -- the I/O loop's side -----------------------------------------------------------------
+
+    def _begin(self) -> None:
+        if self._state != "new" or self._stopping:
+            return
+        self._state = "waiting"
+        self._next_attempt = time.monotonic()
+        self._loop.add(self)
+
+    def service(self, now: float) -> float | None:
+        """One turn: reconnect when due, keepalive, write what is queued."""
+        if self._state == "waiting":
+            if now < self._next_attempt:
+                return self._next_attempt
+            self._connect()
+            return None
+        if self._state != "open":
+            return None
+        client = self._client
+        assert client is not None
+        if self._stopping and (not self._final_mids or now >= self._stop_deadline
+                               or not self.connected.is_set()):
+            self._disconnect()
+            return None
+        if now >= self._misc_at:
+            self._misc_at = now + MAX_SLEEP
+            self._drive(client.loop_misc)
+            if self._client is not client:
+                return None
+        pending = client.want_write()
+        if pending and self.connected.is_set():
+            self._drive(client.loop_write)  # before CONNACK the selector decides (read first)
+            if self._client is not client:
+                return None
+            pending = client.want_write()
+        events = _READ | _WRITE if pending else _READ
+        if events != self._events:  # a selector change is a system call: only on change
+            self._events = events
+            self._loop.register(self._sock, events, self._on_io)
+        return self._misc_at
+
+    def _connect(self) -> None:
+        self._attempt += 1
+        attempt = self._attempt
+        client = self._new_client()
+        self._state = "connecting"
+        o = self._options
+        # paho pings after one idle keepalive and gives up one keepalive later: half the
+        # configured value makes it a bound on noticing a dead (black-holed) connection.
+        keepalive = max(1, o.keepalive // 2)
+        persistent: dict[str, Any] = {}
+        if self.v5 and self._session_expiry > 0:
+            connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            connect_properties.SessionExpiryInterval = self._session_expiry
+            persistent = {"clean_start": False, "properties": connect_properties}
+
+        def blocking_connect() -> None:  # the connector thread
+            try:
+                client.connect(o.host, o.port, keepalive=keepalive, **persistent)
+            except Exception as exc:  # every failure is reported the same way
+                self._close_failed_tls()
+                failure = exc
+                self._loop.call_soon(lambda: self._connect_failed(attempt, failure))
+                return
+            self._loop.call_soon(lambda: self._socket_open(attempt, client))
+
+        self._loop.connect_in_background(blocking_connect)
+
+    def _new_client(self) -> paho.Client:
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self._client_id,
+            protocol=MQTTProtocolVersion.MQTTv5 if self.v5 else MQTTProtocolVersion.MQTTv311,
+            clean_session=None if self.v5 else self._session_expiry == 0,
+        )
+        o = self._options
+        if o.username:
+            client.username_pw_set(o.username, o.password)
+        if self._tls_context is not None:
+            client.tls_set_context(self._tls_context)
+        if self._will is not None:
+            w = self._will
+            client.will_set(w.topic, w.payload, qos=w.qos, retain=w.retain)
+        client.max_inflight_messages_set(o.max_inflight)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        client.on_socket_open = self._on_socket_open
+        # With this set paho queues packets instead of writing inside publish() (or inside
+        # connect()): the loop writes everything due in a turn, and reads first when both
+        # are possible (a broker refusing our certificate after a TLS 1.3 handshake sends
+        # its alert, the reason we report, before we would write CONNECT).
+        client.on_socket_register_write = self._on_register_write
+        # paho formats a debug line for every packet when on_log is set; a logger at ERROR
+        # level still costs a call per packet, so it is there only where its socket errors
+        # matter: TLS alerts, which paho reports nowhere else.
+        if self._tls_context is not None:
+            client.enable_logger(self._paho_logger)
+        return client
+
+    def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        if not self._loop.in_loop():
+            self._loop.wake()
+
+    def _close_failed_tls(self) -> None:
+        context = self._tls_context
+        if context is not None and context.last is not None:
+            with contextlib.suppress(OSError):
+                context.last.close()
+            context.last = None
+
+    def _socket_open(self, attempt: int, client: paho.Client) -> None:
+        if self._tls_context is not None:
+            self._tls_context.last = None  # paho's live socket now: never ours to close
+        sock = client.socket()
+        if attempt != self._attempt or self._stopping or sock is None:
+            with contextlib.suppress(OSError, AttributeError):
+                sock.close()  # type: ignore[union-attr]
+            if self._stopping:
+                self._finish_stop()
+            elif attempt == self._attempt:
+                # Lost while paho wrote CONNECT (a broker refusing us after the handshake).
+                self._connect_failed(attempt, ConnectionError(self._paho_error or "closed"))
+            return
+        self._client = client
+        self._sock = sock
+        self._state = "open"
+        self._lost = False
+        self._misc_at = time.monotonic() + MAX_SLEEP
+        self._events = _READ | _WRITE if client.want_write() else _READ
+        self._loop.register(sock, self._events, self._on_io)
+
+    def _connect_failed(self, attempt: int, exc: BaseException) -> None:
+        if attempt != self._attempt:
+            return
+        if self._stopping:
+            self._finish_stop()
+            return
+        reason = describe_tls_failure(exc)
+        paho_error, self._paho_error = self._paho_error, None
+        if reason is None and self._options.tls is not None and paho_error is not None:
+            reason = describe_tls_alert(paho_error)
+        if reason is None and self._options.tls is not None and isinstance(
+                exc, ConnectionResetError | BrokenPipeError):
+            reason = ("TLS: the broker closed the connection during the TLS handshake "
+                      "(a plain MQTT port, or it refused us)")
+        where = f"{self._options.host}:{self._options.port}"
+        if reason is not None:
+            error = f"{reason} [{where}]"
+            if error != self.last_error:
+                self._log.error("mqtt_tls_failed", reason=reason, host=self._options.host,
+                                port=self._options.port)
+            self.last_error = error
+        else:
+            self.last_error = f"cannot connect to {where}: {exc}"
+            self._log_connect_failure("mqtt_connect_failed", host=self._options.host,
+                                      port=self._options.port, reason=_failure_reason(exc))
+        self._wait_to_reconnect()
+
+    def _log_connect_failure(self, event: str, **fields: Any) -> None:
+        """Warn about the first failed attempt, then once per ``failure_log_interval`` with the
+        count since; the attempts in between go to debug."""
+        self._failures += 1
+        if self._stopping:
+            return
+        now = time.monotonic()
+        interval = self._options.failure_log_interval
+        if self._failure_logged_at is None or now - self._failure_logged_at >= interval:
+            self._failure_logged_at = now
+            self._log.warning(event, failed_attempts=self._failures,
+                              next_report_in_s=round(interval), **fields)
+        else:
+            self._log.debug(event, failed_attempts=self._failures, **fields)
+
+    def _wait_to_reconnect(self) -> None:
+        delay = self._backoff.next_delay()
+        self.reconnect_delays.append(delay)
+        self._state = "waiting"
+        self._next_attempt = time.monotonic() + delay
+
+    def _on_io(self, mask: int) -> None:
+        client = self._client
+        if client is None:
+            return
+        if mask & _READ:
+            self._drive(client.loop_read)
+            sock = self._sock
+            # TLS may hold decrypted bytes the selector cannot see.
+            while (self._client is client and isinstance(sock, ssl.SSLSocket)
+                   and sock.pending()):
+                self._drive(client.loop_read)
+        if mask & _WRITE and self._client is client:
+            self._drive(client.loop_write)
+
+    def _drive(self, step: Callable[[], MQTTErrorCode]) -> None:
+        try:
+            step()
+        except Exception:  # a bug in a callback: this connection ends, a fresh one follows
+            self._log.exception("mqtt_io_failed")
+            if self._client is not None and not self._lost:
+                self.ready.clear()
+                if self.connected.is_set():
+                    self.connected.clear()
+                    self._gauge(-1)
+                self.last_error = "connection dropped after an internal error"
+                self._lost = True
+        if self._lost:
+            self._connection_ended()
+
+    def _connection_ended(self) -> None:
+        """paho reported the connection gone: forget this client for good."""
+        self._lost = False
+        self._loop.unregister(self._sock)
+        with contextlib.suppress(OSError, AttributeError):
+            self._sock.close()
+        self._client = None
+        self._sock = None
+        self._final_mids.clear()
+        if self._on_taken_back is not None:
+            self._on_taken_back(self)
+        if self._stopping:
+            self._finish_stop()
+        else:
+            self._wait_to_reconnect()
+
+    def _begin_stop(self, final: list[Publication], timeout: float) -> None:
+        self._stopping = True
+        if self._state != "open" or not self.connected.is_set():
+            if self._state == "open":
+                self._disconnect()
+            elif self._state != "connecting":
+                self._finish_stop()
+            return  # a connect in progress finishes the stop when it returns
+        self._stop_deadline = time.monotonic() + timeout
+        for publication in final:
+            mid = self._publish_now(publication.topic, publication.payload, publication.qos,
+                                    publication.retain, kind="status")
+            if mid and publication.qos:
+                self._final_mids.add(mid)
+        self._loop.wake()
+
+    def _disconnect(self) -> None:
+        client = self._client
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.disconnect()
+                client.loop_write()  # the DISCONNECT: paho then reports the end itself
+        if self._client is not None:
+            self._lost = False
+            self._connection_ended()
+
+    def _finish_stop(self) -> None:
+        self._state = "stopped"
+        self._loop.remove(self)
+        if self.connected.is_set():
+            self.connected.clear()
+            self._gauge(-1)
+        self.ready.clear()
+        self._stopped.set()
+
+    # -- paho callbacks (the I/O loop's thread) ----------------------------------------------
 
     def _gauge(self, delta: int) -> None:
         if self._metrics is not None:
@@ -451,17 +642,18 @@ class MqttLink:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        if self._tls_context is not None:
-            self._tls_context.last = None  # paho's live socket now: never ours to close
         if reason_code.is_failure:
             self.last_error = f"broker refused the connection: {reason_code}"
-            self._connect_failed("mqtt_connect_refused", reason=str(reason_code))
+            self._log_connect_failure("mqtt_connect_refused", reason=str(reason_code))
             return
         self.last_error = None
         if self._failures:
             self._log.info("mqtt_connect_recovered", failed_attempts=self._failures)
         self._failures, self._failure_logged_at = 0, None
-        self._take_back_tracked(client)
+        self._backoff.reset()
+        # A loss after a good connection draws its first delay from [min, 2 x min] already:
+        # readers that lost the same broker do not come back in the same instant.
+        self._backoff.attempts = 1
         self.generation += 1
         announced = getattr(properties, "MaximumPacketSize", None) if properties else None
         self.max_packet_size = int(announced) if announced else 0
@@ -474,11 +666,14 @@ class MqttLink:
         self._ever_connected = True
         self.connected.set()
         self._gauge(1)
-        with self._lock:
-            if self._subscriptions:
-                rc, mid = client.subscribe(self._subscriptions)
-                self._sub_mid = mid if rc == MQTTErrorCode.MQTT_ERR_SUCCESS else None
-                return
+        if self._stopping:
+            return
+        if self._subscriptions:
+            rc, mid = client.subscribe(self._subscriptions)
+            self._sub_mid = mid if rc == MQTTErrorCode.MQTT_ERR_SUCCESS else None
+            self._release_held()
+            return
+        self._release_held()
         self._publish_births()
 
     def _on_subscribe(
@@ -489,7 +684,7 @@ class MqttLink:
         reason_codes: list[ReasonCode],
         properties: Properties | None,
     ) -> None:
-        if mid != self._sub_mid:
+        if mid != self._sub_mid or client is not self._client:
             return
         failed = [str(rc) for rc in reason_codes if rc.is_failure]
         if failed:
@@ -503,25 +698,11 @@ class MqttLink:
         with self._lock:
             births = list(self._births)
         for birth in births:
-            self.publish(birth.topic, birth.payload, qos=birth.qos, retain=birth.retain,
-                         kind="status")
+            self._publish_now(birth.topic, birth.payload, birth.qos, birth.retain,
+                              kind="status")
         self.ready.set()
         if self._on_ready is not None:
             self._on_ready(self)
-
-    def _take_back_tracked(self, client: paho.Client) -> None:
-        """Before paho re-sends its in-flight messages after a reconnect (it does so right after
-        this callback), take back the tracked ones: their owner re-checks their time-to-live
-        and re-sends them with a fresh expiry, marked replayed. paho would send them as they
-        were, hours late if the outage was long."""
-        with self._tracked_lock:
-            tracked, self._tracked = self._tracked, set()
-        if not tracked:
-            return
-        with client._out_message_mutex:
-            taken = [mid for mid in tracked if client._out_messages.pop(mid, None) is not None]
-        if taken and self._on_taken_back is not None:
-            self._on_taken_back(self)
 
     def _on_publish(
         self,
@@ -531,8 +712,9 @@ class MqttLink:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        with self._tracked_lock:
-            self._tracked.discard(mid)
+        if client is not self._client:
+            return
+        self._final_mids.discard(mid)
         if self._on_published is None:
             return
         # v5 PUBACK reason codes >= 0x80 are refusals (quota, not authorized, bad topic...).
@@ -547,6 +729,9 @@ class MqttLink:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
+        if client is not self._client:
+            return
+        self._lost = True  # handled once paho's call returns
         self.ready.clear()
         if self.connected.is_set():
             self.connected.clear()
@@ -559,7 +744,8 @@ class MqttLink:
             if tls_reason != self.last_error:
                 self._log.error("mqtt_tls_failed", reason=tls_reason)
             self.last_error = tls_reason
-        elif not self._stopping:
+        elif not self._stopping and (self.last_error is None
+                                     or not self.last_error.startswith("broker refused")):
             self.last_error = f"connection lost: {reason_code}"
             self._log.warning("mqtt_disconnected", reason=str(reason_code))
 
@@ -572,47 +758,6 @@ class MqttLink:
         # delayed ACK (~40 ms a round), which made every command round trip ~88 ms.
         with contextlib.suppress(OSError, AttributeError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
-        # paho calls this inside its ``except OSError`` block: the exception is still there.
-        exc = sys.exc_info()[1]
-        context = self._tls_context
-        if context is not None and context.last is not None:
-            with contextlib.suppress(OSError):
-                context.last.close()
-            context.last = None
-        reason = describe_tls_failure(exc) if exc is not None else None
-        if reason is None and self._options.tls is not None and isinstance(
-                exc, ConnectionResetError | BrokenPipeError):
-            reason = ("TLS: the broker closed the connection during the TLS handshake "
-                      "(a plain MQTT port, or it refused us)")
-        where = f"{self._options.host}:{self._options.port}"
-        if reason is not None:
-            error = f"{reason} [{where}]"
-            if error != self.last_error:
-                self._log.error("mqtt_tls_failed", reason=reason, host=self._options.host,
-                                port=self._options.port)
-            self.last_error = error
-            return
-        detail = f": {exc}" if exc is not None else ""
-        self.last_error = f"cannot connect to {where}{detail}"
-        self._connect_failed("mqtt_connect_failed", host=self._options.host,
-                             port=self._options.port, reason=_failure_reason(exc))
-
-    def _connect_failed(self, event: str, **fields: Any) -> None:
-        """Warn about the first failed attempt, then once per ``failure_log_interval`` with the
-        count since; the attempts in between go to debug."""
-        self._failures += 1
-        if self._stopping:
-            return
-        now = time.monotonic()
-        interval = self._options.failure_log_interval
-        if self._failure_logged_at is None or now - self._failure_logged_at >= interval:
-            self._failure_logged_at = now
-            self._log.warning(event, failed_attempts=self._failures,
-                              next_report_in_s=round(interval), **fields)
-        else:
-            self._log.debug(event, failed_attempts=self._failures, **fields)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         handler = self._on_message_handler
@@ -634,7 +779,7 @@ class MqttLink:
         )
         try:
             handler(inbound)
-        except Exception:  # a handler bug must not kill paho's network thread
+        except Exception:  # a handler bug must not stop the I/O loop
             self._log.exception("mqtt_handler_failed", topic=message.topic)
 
 
@@ -657,6 +802,7 @@ __all__ = [
     "InboundMessage",
     "LinkOptions",
     "MqttLink",
+    "PackedProperties",
     "Publication",
     "TlsOptions",
     "describe_tls_alert",

@@ -1,6 +1,10 @@
 """Model-based test of the courier: plug/unplug, broker up/down, acks and reader output
 interleaved by hypothesis. Every accepted message is delivered exactly once in order (after
-removing flagged QoS 1 duplicates) or counted as dropped."""
+removing flagged QoS 1 duplicates) or counted as dropped.
+
+It runs against the real I/O loop: reader output is handed over from this thread (as from a
+read thread), detach waits here as a session does, and everything a link does (connect, drop,
+acks) happens on the loop's thread, where paho's callbacks run."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from bridge.courier import Courier, CourierOptions
 from bridge.metrics import Metrics
+from bridge.mqtt.loop import IoLoop
 from bridge.outbox import OutboxLimits
 
 pytestmark = pytest.mark.faults
@@ -89,8 +94,11 @@ class CourierMachine(RuleBasedStateMachine):
         super().__init__()
         self.metrics = Metrics(CollectorRegistry(), process_metrics=False)
         limits = OutboxLimits(max_messages=40, ttl=10_000)
+        self.loop = IoLoop(name="model-io")
+        self.loop.start()
         self.courier = Courier(CourierOptions(limits=limits, window=4, drain_timeout=0),
-                               metrics=self.metrics)
+                               metrics=self.metrics, loop=self.loop)
+        self.courier.start()
         self.dropped_numbers: set[int] = set()
         record = self.courier._dropped
 
@@ -104,7 +112,26 @@ class CourierMachine(RuleBasedStateMachine):
         self.courier.set_fallback(self.fallback)  # type: ignore[arg-type]
         self.reader: FakeLink | None = None
         self.accepted = 0
-        self.fallback.connect()
+        self.on_loop(self.fallback.connect)
+
+    def on_loop(self, call) -> None:
+        """Run ``call`` on the loop's thread and wait for it (then one more pump turn)."""
+        done = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                call()
+                self.courier.pump_once()
+            except BaseException as exc:  # re-raised on the test's thread
+                failure.append(exc)
+            finally:
+                done.set()
+
+        self.loop.call_soon(run)
+        assert done.wait(30)
+        if failure:
+            raise failure[0]
 
     def _links(self) -> list[FakeLink]:
         return [link for link in (self.fallback, self.reader) if link is not None]
@@ -114,44 +141,41 @@ class CourierMachine(RuleBasedStateMachine):
         for _ in range(count):
             self.courier.enqueue(SERIAL, TOPIC, b"%d" % self.accepted, ())
             self.accepted += 1
-        self.courier.pump_once()
+        self.on_loop(lambda: None)
 
     @precondition(lambda self: self.reader is None)
     @rule()
     def plug(self) -> None:
-        self.reader = FakeLink(self.broker, self.courier)
-        self.courier.attach(SERIAL, self.reader)  # type: ignore[arg-type]
-        self.reader.connect()
-        self.courier.pump_once()
+        reader = self.reader = FakeLink(self.broker, self.courier)
+        self.courier.attach(SERIAL, reader)  # type: ignore[arg-type]
+        self.on_loop(reader.connect)
 
     @precondition(lambda self: self.reader is not None)
     @rule()
     def unplug(self) -> None:
         assert self.reader is not None
-        self.courier.detach(SERIAL, self.reader)  # type: ignore[arg-type]
-        self.reader.alive = False
-        self.reader.drop()  # the session stops its client: paho's copies are gone
+        reader = self.reader
+        self.courier.detach(SERIAL, reader)  # type: ignore[arg-type]
+        reader.alive = False
+        self.on_loop(reader.drop)  # the session stops its client: paho's copies are gone
         self.reader = None
-        self.courier.pump_once()
 
     @rule()
     def broker_down(self) -> None:
         self.broker.up = False
         for link in self._links():
-            link.drop()
+            self.on_loop(link.drop)
 
     @rule()
     def broker_up(self) -> None:
         self.broker.up = True
         for link in self._links():
-            link.connect()
-        self.courier.pump_once()
+            self.on_loop(link.connect)
 
     @rule()
     def acks(self) -> None:
         for link in self._links():
-            link.ack_all()
-        self.courier.pump_once()
+            self.on_loop(link.ack_all)
 
     def _dropped(self) -> int:
         value = self.metrics.registry.get_sample_value(
@@ -167,9 +191,8 @@ class CourierMachine(RuleBasedStateMachine):
         self.broker.up = True
         for _ in range(200):
             for link in self._links():
-                link.connect()
-                link.ack_all()
-            self.courier.pump_once()
+                self.on_loop(link.connect)
+                self.on_loop(link.ack_all)
             if self.courier.queued(SERIAL) == 0:
                 break
         assert self.courier.queued(SERIAL) == 0
@@ -187,6 +210,7 @@ class CourierMachine(RuleBasedStateMachine):
         assert set(firsts) | self.dropped_numbers == set(range(self.accepted))
         assert len(self.dropped_numbers) == self._dropped()
         self.courier.stop()
+        self.loop.stop()
 
 
 CourierMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40,

@@ -1,0 +1,141 @@
+"""MQTT wire details the bridge computes itself: PUBLISH sizes and properties, and what a
+TLS failure means in an operator's words. Pure functions (paho only for its Properties type).
+"""
+
+from __future__ import annotations
+
+import copy
+import ssl
+from collections.abc import Sequence
+from typing import Final
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+
+def publish_packet_size(
+    topic: str,
+    payload: bytes,
+    user_properties: Sequence[tuple[str, str]] = (),
+    *,
+    qos: int = 1,
+    expiry: int | None = None,
+    correlation_data: bytes | None = None,
+) -> int:
+    """Bytes of the PUBLISH packet on the wire, to hold against the broker's maximum."""
+    properties = sum(5 + len(k.encode()) + len(v.encode()) for k, v in user_properties)
+    if expiry is not None:
+        properties += 5
+    if correlation_data is not None:
+        properties += 3 + len(correlation_data)
+    remaining = 2 + len(topic.encode()) + (2 if qos else 0) + len(payload)
+    if user_properties or expiry is not None or correlation_data is not None:
+        remaining += len(_varint(properties)) + properties
+    return 1 + len(_varint(remaining)) + remaining
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value % 128, value // 128
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _utf8(text: str | bytes) -> bytes:
+    data = text.encode() if isinstance(text, str) else text
+    return len(data).to_bytes(2, "big") + data
+
+
+def encode_publish_properties(
+    user_properties: Sequence[tuple[str, str]] = (),
+    *,
+    correlation_data: bytes | None = None,
+    expiry_interval: int | None = None,
+) -> bytes:
+    """MQTT v5 PUBLISH properties as on the wire (length prefix included), §3.3.2.3."""
+    body = bytearray()
+    if expiry_interval is not None:
+        body += b"\x02" + expiry_interval.to_bytes(4, "big")
+    if correlation_data is not None:
+        body += b"\x09" + _utf8(correlation_data)
+    for key, value in user_properties:
+        body += b"\x26" + _utf8(key) + _utf8(value)
+    return _varint(len(body)) + bytes(body)
+
+
+class PackedProperties(Properties):
+    """PUBLISH properties already encoded (``encode_publish_properties``): paho's own class
+    checks every attribute set and re-encodes on every send, which cost more per message than
+    all the rest of the bridge. A regular subclass: paho's constructor runs, only ``pack`` is
+    ours. ``of()`` copies one constructed prototype (the copy protocol): a quarter of the cost
+    of running the constructor per message."""
+
+    packed: bytes
+
+    def __init__(self, packed: bytes) -> None:
+        super().__init__(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        object.__setattr__(self, "packed", packed)  # not a property name: skip paho's check
+
+    @classmethod
+    def of(cls, packed: bytes) -> PackedProperties:
+        properties = copy.copy(_PROTOTYPE)
+        object.__setattr__(properties, "packed", packed)
+        return properties
+
+    def pack(self) -> bytes:
+        return self.packed
+
+    def __str__(self) -> str:
+        return f"<{len(self.packed)} bytes of properties>"
+
+
+_PROTOTYPE: Final = PackedProperties(b"")
+
+
+def describe_tls_failure(exc: BaseException) -> str | None:
+    """Say why a TLS handshake failed, in an operator's words (paho only says it failed)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        message = (exc.verify_message or str(exc)).lower()
+        if "hostname" in message or "ip address mismatch" in message:
+            return f"TLS: broker certificate does not match the host name ({exc.verify_message})"
+        if "expired" in message:
+            return "TLS: broker certificate has expired"
+        if "not yet valid" in message:
+            return "TLS: broker certificate is not yet valid (check the clock)"
+        if "self-signed" in message or "issuer" in message or "unknown ca" in message:
+            return ("TLS: broker certificate is signed by an unknown CA "
+                    f"({exc.verify_message}); check mqtt.tls.ca_file")
+        return f"TLS: broker certificate rejected ({exc.verify_message})"
+    if isinstance(exc, ssl.SSLError):
+        return describe_tls_alert(f"{exc.reason or ''} {exc}")
+    return None
+
+
+def describe_tls_alert(text: str) -> str | None:
+    """The same for an SSL error known only by its text: with TLS 1.3 the broker refuses a
+    client certificate after the handshake, and paho only logs what the next read raised."""
+    reason = text.upper()
+    if "SSL" in reason or "TLS" in reason:
+        if "CERTIFICATE_REQUIRED" in reason:
+            return "TLS: the broker requires a client certificate (mqtt.tls.cert_file)"
+        if "UNKNOWN_CA" in reason or "BAD_CERTIFICATE" in reason or "CERTIFICATE_UNKNOWN" in reason:
+            return f"TLS: the broker refused our client certificate ({text.strip()})"
+        if "EXPIRED" in reason:
+            return f"TLS: the broker refused our client certificate as expired ({text.strip()})"
+        if ("WRONG_VERSION_NUMBER" in reason or "RECORD_LAYER" in reason
+                or "UNEXPECTED_EOF" in reason or "EOF OCCURRED" in reason):
+            return ("TLS: the broker closed or did not answer the TLS handshake "
+                    "(a plain MQTT port?)")
+        return f"TLS: handshake failed ({text.strip()})"
+    return None
+
+
+__all__ = [
+    "PackedProperties",
+    "describe_tls_alert",
+    "describe_tls_failure",
+    "encode_publish_properties",
+    "publish_packet_size",
+]

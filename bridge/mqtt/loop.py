@@ -1,0 +1,255 @@
+"""The I/O loop: one thread drives every MQTT connection of the process.
+
+Reader threads only read; everything that touches an MQTT connection, an outbox or the spool
+runs here, so none of it needs a lock. Paho is driven through its external-loop API
+(``socket()``, ``loop_read``, ``loop_write``, ``want_write``, ``loop_misc``) with one
+``selectors`` selector; other threads hand work over with ``call_soon``, which wakes the
+selector through a socketpair (one byte per wake-up, not per item). Each turn: network events,
+hand-overs, the turn hooks (the courier fills its windows), then every connection writes what
+is due, and only then the loop sleeps.
+
+Connecting is the one blocking step paho has (TCP connect, TLS handshake): it runs on a
+small connector thread, and the connected client is handed back to the loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Final, Protocol
+
+import structlog
+
+_log = structlog.get_logger("bridge.mqtt.loop")
+
+# The longest sleep: paho's keepalive checks (loop_misc) and the heartbeat need a turn a second.
+MAX_SLEEP: Final = 1.0
+
+
+class Driven(Protocol):
+    """A connection the loop drives (``MqttLink``)."""
+
+    def service(self, now: float) -> float | None:
+        """Keepalive, reconnect timers, pending writes; the next time it needs a turn."""
+        ...
+
+
+class IoLoop:
+    """One thread, one selector, every connection."""
+
+    def __init__(self, name: str = "mqtt-io") -> None:
+        self.name = name
+        self._selector = selectors.DefaultSelector()
+        # The wake-up pair exists while the loop runs (a loop never started holds no sockets).
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self._calls: deque[Callable[[], None]] = deque()
+        self._signalled = False
+        self._driven: list[Driven] = []
+        self._hooks: list[Callable[[], float | None]] = []
+        self._thread: threading.Thread | None = None
+        self._loop_thread: threading.Thread | None = None  # kept after stop(): in_loop()
+        self._stop = False
+        self._lock = threading.Lock()  # start/stop only
+        self.heartbeat = time.monotonic()
+        self.turns = 0
+        self._connector = _Connector(self)
+
+    # -- any thread ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._wake_r, self._wake_w = socket.socketpair()
+            self._wake_r.setblocking(False)
+            self._wake_w.setblocking(False)
+            self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._loop_thread = self._thread
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stop = True
+        self.wake()
+        thread.join(timeout)
+        self._connector.stop()
+        if not thread.is_alive():
+            self._selector.close()
+            for sock in (self._wake_r, self._wake_w):
+                if sock is not None:
+                    sock.close()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop
+
+    def alive(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def in_loop(self) -> bool:
+        return threading.current_thread() is self._loop_thread
+
+    def call_soon(self, call: Callable[[], None]) -> None:
+        """Run ``call`` on the loop's thread, in order with other hand-overs."""
+        self._calls.append(call)
+        self.wake()
+
+    def wake(self) -> None:
+        if self._signalled:
+            return  # a wake-up is already on its way; the loop clears this before draining
+        self._signalled = True
+        wake = self._wake_w
+        if wake is not None:
+            with contextlib.suppress(BlockingIOError, OSError):
+                wake.send(b"\0")
+
+    def connect_in_background(self, attempt: Callable[[], None]) -> None:
+        """Run a blocking connect on the connector thread."""
+        self._connector.submit(attempt)
+
+    @property
+    def connector_busy_since(self) -> float | None:
+        return self._connector.busy_since
+
+    # -- the loop's thread -----------------------------------------------------------------
+
+    def add(self, driven: Driven) -> None:
+        if driven not in self._driven:
+            self._driven.append(driven)
+
+    def remove(self, driven: Driven) -> None:
+        with contextlib.suppress(ValueError):
+            self._driven.remove(driven)
+
+    def add_hook(self, hook: Callable[[], float | None]) -> None:
+        """Called on every turn (the courier's pump), returns when it next needs a turn (or
+        None); may be added from any thread."""
+        self.call_soon(lambda: self._hooks.append(hook))
+
+    def remove_hook(self, hook: Callable[[], float | None]) -> None:
+        def drop() -> None:
+            with contextlib.suppress(ValueError):
+                self._hooks.remove(hook)
+        self.call_soon(drop)
+
+    def register(self, sock: object, events: int, handler: Callable[[int], None]) -> None:
+        try:
+            self._selector.modify(sock, events, handler)  # type: ignore[arg-type]
+        except KeyError:
+            self._selector.register(sock, events, handler)  # type: ignore[arg-type]
+
+    def unregister(self, sock: object) -> None:
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self._selector.unregister(sock)  # type: ignore[arg-type]
+
+    def _run(self) -> None:
+        timeout: float | None = 0.0
+        while not self._stop:
+            try:
+                events = self._selector.select(timeout)
+                for key, mask in events:
+                    if key.data is None:
+                        with contextlib.suppress(BlockingIOError, OSError):
+                            key.fileobj.recv(4096)  # type: ignore[union-attr]
+                    else:
+                        key.data(mask)
+                timeout = self._turn()
+            except Exception:  # a bug must not stop every reader's delivery
+                _log.exception("io_loop_failed")
+                timeout = 0.1
+
+    def _turn(self) -> float | None:
+        self.heartbeat = now = time.monotonic()
+        self.turns += 1
+        self._signalled = False  # before draining: a hand-over after this wakes us again
+        while self._calls:
+            call = self._calls.popleft()
+            try:
+                call()
+            except Exception:
+                _log.exception("io_loop_call_failed")
+        deadline = now + MAX_SLEEP
+        for hook in list(self._hooks):
+            try:
+                due = hook()
+            except Exception:
+                _log.exception("io_loop_hook_failed")
+                continue
+            if due is not None:
+                deadline = min(deadline, due)
+        for driven in list(self._driven):
+            try:
+                due = driven.service(now)
+            except Exception:
+                _log.exception("io_loop_service_failed")
+                continue
+            if due is not None:
+                deadline = min(deadline, due)
+        if self._calls:
+            return 0.0
+        return max(0.0, deadline - time.monotonic())
+
+
+class _Connector:
+    """The blocking half of connecting (TCP, TLS handshake), off the loop's thread."""
+
+    def __init__(self, loop: IoLoop) -> None:
+        self._loop = loop
+        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.busy_since: float | None = None
+
+    def submit(self, attempt: Callable[[], None]) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="mqtt-connect",
+                                                daemon=True)
+                self._thread.start()
+        self._queue.put(attempt)
+
+    def stop(self) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(1.0)
+
+    def _run(self) -> None:
+        while (attempt := self._queue.get()) is not None:
+            self.busy_since = time.monotonic()
+            try:
+                attempt()
+            except Exception:
+                _log.exception("mqtt_connect_attempt_failed")
+            finally:
+                self.busy_since = None
+
+
+_default: IoLoop | None = None
+_default_lock = threading.Lock()
+
+
+def default_loop() -> IoLoop:
+    """The process's I/O loop, started on first use."""
+    global _default  # noqa: PLW0603 - one loop per process, created lazily
+    with _default_lock:
+        if _default is None or _default.stopped:
+            _default = IoLoop(name="mqtt-io-shared")
+        _default.start()
+        return _default
+
+
+__all__ = ["MAX_SLEEP", "Driven", "IoLoop", "default_loop"]

@@ -1,0 +1,124 @@
+"""The I/O loop and the links it drives: hand-overs, reconnect policy, no paho internals."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+from pathlib import Path
+
+from bridge.backoff import Backoff
+from bridge.mqtt.encoding import PackedProperties
+from bridge.mqtt.link import LinkOptions, MqttLink
+from bridge.mqtt.loop import IoLoop
+from tests.integration.harness import wait_until
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # nothing listens once the socket closes
+
+
+def test_hand_overs_run_in_order_on_the_loop_thread():
+    loop = IoLoop(name="test-io")
+    loop.start()
+    try:
+        seen: list[tuple[int, bool]] = []
+        done = threading.Event()
+        for index in range(100):
+            loop.call_soon(lambda i=index: seen.append((i, loop.in_loop())))
+        loop.call_soon(done.set)
+        assert done.wait(10)
+        assert seen == [(i, True) for i in range(100)]
+        assert not loop.in_loop()
+    finally:
+        loop.stop()
+    assert not loop.alive()
+
+
+def test_a_turn_hook_runs_again_when_it_asks_to():
+    loop = IoLoop(name="test-io")
+    turns: list[float] = []
+    enough = threading.Event()
+
+    def hook() -> float | None:
+        turns.append(0.0)
+        if len(turns) >= 5:
+            enough.set()
+            return None
+        return 0.0  # due at once: another turn without any wake-up
+
+    loop.add_hook(hook)
+    loop.start()
+    try:
+        assert enough.wait(10)
+    finally:
+        loop.stop()
+
+
+def test_reconnect_delays_come_from_the_configured_backoff_exactly():
+    # paho's own policy rounded a 0.3 s minimum up to 1 s and had no jitter.
+    loop = IoLoop(name="test-io")
+    loop.start()
+    options = LinkOptions(port=_closed_port(), reconnect_min_delay=0.3, reconnect_max_delay=0.4)
+    link = MqttLink(options, client_id="test-backoff", loop=loop)
+    try:
+        link.start()
+        assert wait_until(lambda: len(link.reconnect_delays) >= 3, 30)
+        delays = list(link.reconnect_delays)
+        assert all(0.3 <= delay <= 0.4 for delay in delays), delays
+        assert "cannot connect" in (link.last_error or "")
+        assert not link.connected.is_set()
+    finally:
+        link.stop()
+        loop.stop()
+
+
+def test_backoff_after_a_lost_connection_is_jittered_from_the_first_retry():
+    backoff = Backoff(0.5, 10.0)
+    delays = set()
+    for _ in range(20):
+        backoff.reset()
+        backoff.attempts = 1  # what MqttLink sets after a good connection
+        delays.add(backoff.next_delay())
+    assert all(0.5 <= d <= 1.0 for d in delays)
+    assert len(delays) > 1  # spread, not lockstep
+
+
+def test_stop_without_a_broker_ends_promptly_and_stops_retrying():
+    loop = IoLoop(name="test-io")
+    loop.start()
+    link = MqttLink(LinkOptions(port=_closed_port(), reconnect_min_delay=0.05,
+                                reconnect_max_delay=0.05), client_id="test-stop", loop=loop)
+    try:
+        link.start()
+        assert wait_until(lambda: len(link.reconnect_delays) >= 1, 30)
+        link.stop()
+        count = len(link.reconnect_delays)
+        # The loop keeps turning; a stopped link schedules nothing more.
+        done = threading.Event()
+        loop.call_soon(done.set)
+        assert done.wait(10)
+        assert len(link.reconnect_delays) == count
+    finally:
+        loop.stop()
+
+
+def test_packed_properties_pack_what_they_were_given():
+    first = PackedProperties.of(b"\x02\x00\x00\x01\x2c")
+    second = PackedProperties.of(b"\x00")
+    assert first.pack() == b"\x02\x00\x00\x01\x2c"
+    assert second.pack() == b"\x00"
+    assert PackedProperties(b"\x01").pack() == b"\x01"
+
+
+def test_no_paho_private_attribute_anywhere_in_the_bridge():
+    # The issue: correctness hung on paho's _thread, _out_message_mutex, _out_messages.
+    private = re.compile(r"\b(?:client|_client)\._[a-z]")
+    offenders = []
+    for path in Path("bridge").rglob("*.py"):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if private.search(line) or "_out_message" in line:
+                offenders.append(f"{path}:{number}: {line.strip()}")
+    assert offenders == []
