@@ -111,7 +111,11 @@ def _bridge_env(port: int, host_id: str, spool: Path | None) -> dict[str, str]:
     env.update({"MAGTEK_BRIDGE_MQTT__PORT": str(port), "MAGTEK_BRIDGE_METRICS__ENABLED": "false",
                 "MAGTEK_BRIDGE_LOGGING__LEVEL": "warning", "MAGTEK_BRIDGE_TOPICS__HOST_ID": host_id,
                 "MAGTEK_BRIDGE_READERS__SCAN_INTERVAL": "0.2",
-                "MAGTEK_BRIDGE_OUTBOX__SPOOL": "on" if spool else "off"})
+                "MAGTEK_BRIDGE_OUTBOX__SPOOL": "on" if spool else "off",
+                # The command phase sends back to back to time the round trip, not the flood
+                # policy (readers.command_rate, 50/s by default, would refuse most of them).
+                "MAGTEK_BRIDGE_READERS__COMMAND_RATE": "100000",
+                "MAGTEK_BRIDGE_READERS__COMMAND_BURST": "100000"})
     if spool is not None:
         env["MAGTEK_BRIDGE_OUTBOX__SPOOL_PATH"] = str(spool)
     return env
