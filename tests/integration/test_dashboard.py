@@ -127,6 +127,13 @@ def test_every_dashboard_query_returns_data(broker, probe_factory, prometheus, t
                     return proc.poll() is None and False
             assert wait_until(ready, 60, 0.5), (tmp_path / "prometheus.log").read_text()
 
+            # Prometheus' first scrape can come seconds after /-/ready (its target discovery
+            # hands over in batches): traffic before it would leave rates with one sample.
+            def scraped() -> bool:
+                result = _api(prom_port, "query", query="up")["data"]["result"]
+                return any(r["value"][1] == "1" for r in result)
+            assert wait_until(scraped, 60, 0.5), (tmp_path / "prometheus.log").read_text()
+
             # Traffic, spread over scrapes so rates and increases have two samples to use.
             for ref in range(1, 7):
                 probe.publish(f"{ROOT}/SendCommand", commands.get_serial_number(ref).hex())
