@@ -176,8 +176,16 @@ mount -t 9p -o $O share /share || echo "init: 9p share failed"
 mount -t proc proc /newroot/proc
 mount -t sysfs sys /newroot/sys
 mount -t devtmpfs dev /newroot/dev
+# The test's own files may live under /tmp or /run (a checkout in /tmp, as CI may make):
+# keep those entries visible (read-only) under the writable tmpfs.
+for e in $(cat /share/hidden-entries 2>/dev/null); do
+  k=/keep/h$(echo $e | tr / _); mkdir -p $k; mount --bind /newroot$e $k
+done
 mount -t tmpfs -o mode=1777 tmp /newroot/tmp
 mount -t tmpfs -o mode=0755 run /newroot/run
+for e in $(cat /share/hidden-entries 2>/dev/null); do
+  k=/keep/h$(echo $e | tr / _); mkdir -p /newroot$e; mount --bind $k /newroot$e
+done
 mkdir -p /newroot/tmp/share
 mount --bind /share /newroot/tmp/share
 # Host directories a non-root guest user must pass through (e.g. a 0700 /root holding the
@@ -244,6 +252,20 @@ def _locked_ancestors(paths: list[Path]) -> list[str]:
     return found
 
 
+def _under_tmpfs(paths: list[Path]) -> list[str]:
+    """Top-level entries of /tmp and /run that these paths need: the guest mounts a tmpfs
+    on both, which would hide them."""
+    found: list[str] = []
+    for path in paths:
+        for candidate in (path, path.resolve()):
+            parts = candidate.parts
+            if len(parts) >= 3 and parts[1] in ("tmp", "run"):
+                entry = f"/{parts[1]}/{parts[2]}"
+                if entry not in found and entry != "/tmp/share":
+                    found.append(entry)
+    return found
+
+
 def accel() -> list[str]:
     """KVM only with real hardware virtualisation; this machine's /dev/kvm is a paravirtual
     flavour that cannot run a stock kernel (it hangs in the decompressor), so TCG there."""
@@ -275,6 +297,7 @@ def run_vm(script: str, share: Path, *, timeout: float = BOOT_TIMEOUT_S,
     os.chmod(share, 0o777)
     (share / "run.sh").write_text(script)
     (share / "open-dirs").write_text("\n".join(_locked_ancestors(readable or [])) + "\n")
+    (share / "hidden-entries").write_text("\n".join(_under_tmpfs(readable or [])) + "\n")
     console = share / "console.log"
     cmd = [
         QEMU, *accel(), "-m", str(memory_mb), "-smp", str(cpus),
