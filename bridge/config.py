@@ -497,6 +497,34 @@ def insecure_settings(settings: Settings) -> list[tuple[str, str]]:
             and not _is_loopback(ws.address)):
         found.append(("websocket.auth.allow_without_tls",
                       f"WebSocket credentials travel in clear (ws:// on {ws.address})"))
+    found.extend(_exposed_secret_files(settings))
+    return found
+
+
+def _exposed_secret_files(settings: Settings) -> list[tuple[str, str]]:
+    """Secret files every local user may read (a 0644 password file, say): the bridge still
+    starts, but says so; group access (e.g. 0640 root:magtek) is how a unit shares them."""
+    ws = settings.websocket
+    files = {
+        "mqtt.password_file": settings.mqtt.password_file,
+        "mqtt.tls.key_file": settings.mqtt.tls.key_file,
+        "mqtt.tls.key_password_file": settings.mqtt.tls.key_password_file,
+        "mppg.password_file": settings.mppg.password_file,
+        "websocket.auth.token_file": ws.auth.token_file,
+        "websocket.auth.password_file": ws.auth.password_file,
+        "websocket.tls.key_file": ws.tls.key_file,
+    }
+    found: list[tuple[str, str]] = []
+    for key, path in files.items():
+        if path is None:
+            continue
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            continue  # a missing file is reported where it is read
+        if mode & 0o004:
+            found.append((key, f"{path} is readable by every user on this host "
+                               f"(mode {mode & 0o777:04o}); chmod o-rwx it"))
     return found
 
 

@@ -29,6 +29,7 @@ def test_tls_files_with_tls_off_are_an_error_naming_the_key(tmp_path, key):
 def test_password_beyond_loopback_without_tls_needs_an_opt_in(tmp_path):
     secret = tmp_path / "pw"
     secret.write_text("hunter2hunter2")
+    secret.chmod(0o600)
     for mqtt in ({"host": "broker.example", "password_file": str(secret)},
                  {"host": "10.1.2.3", "password": "hunter2hunter2"}):
         with pytest.raises(ConfigError, match=r"mqtt\.password: would be sent in clear"):
@@ -47,6 +48,19 @@ def test_password_over_tls_is_fine(tmp_path):
     settings = _load({"mqtt": {"host": "broker.example", "password": "pw",
                                "tls": {"enabled": True, "ca_file": str(ca)}}})
     assert insecure_settings(settings) == []
+
+
+def test_secret_files_every_user_can_read_are_announced(tmp_path):
+    secret = tmp_path / "pw"
+    secret.write_text("hunter2hunter2")
+    settings = _load({"mqtt": {"password_file": str(secret)}})
+    secret.chmod(0o644)
+    [(key, why)] = insecure_settings(settings)
+    assert key == "mqtt.password_file" and "0644" in why and str(secret) in why
+    assert "hunter2" not in why
+    for private in (0o600, 0o640):  # the owner, or the service's group: fine and quiet
+        secret.chmod(private)
+        assert insecure_settings(settings) == []
 
 
 def test_unchecked_host_name_is_announced():
@@ -79,6 +93,7 @@ def test_websocket_credentials_beyond_loopback_need_wss_or_an_opt_in(tmp_path):
     cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
     cert.write_text("x")
     key.write_text("x")
+    key.chmod(0o600)  # a private key every user may read would be announced too
     wss = _load({"websocket": {**ws, "tls": {"cert_file": str(cert), "key_file": str(key)}}})
     assert insecure_settings(wss) == []
     loopback = _load({"websocket": {**ws, "address": "127.0.0.1"}})
