@@ -205,8 +205,9 @@ def fleet_load(per_sale: Sale, *, stores: int, sales_per_store_minute: float, co
     """Peak load on the central cluster: every store at its peak rate at once."""
     rate = stores * sales_per_store_minute / 60.0
     out_share = rate * consumers
-    # Retained at central per store: each reader's Status and Info, the bridge's Status and
-    # Info, and the uplink's notification state.
+    # Retained at central per store: each reader's Status and Info, the bridge's State and
+    # BridgeInfo, and the uplink's notification state (payment requests' State come and go
+    # with their requests and are not counted).
     retained = stores * (2 * readers_per_store + 3)
     return FleetLoad(
         stores=stores,
