@@ -18,36 +18,23 @@ from collections import deque
 
 from bench.common import topic_for
 from bridge.mms import MessageReceived, Reassembler, parse_message
-from bridge.mqtt.link import encode_publish_properties
+from bridge.mqtt.encoding import encode_publish_properties, encode_string, encode_varint
 
 WINDOW = 16
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value % 128, value // 128
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _string(data: bytes) -> bytes:
-    return len(data).to_bytes(2, "big") + data
 
 
 class Connection:
     def __init__(self, port: int, client_id: str, serial: str) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        body = _string(b"MQTT") + b"\x05\x02" + (60).to_bytes(2, "big") + b"\x00"
-        body += _string(client_id.encode())
-        self.sock.sendall(b"\x10" + _varint(len(body)) + body)
+        body = encode_string(b"MQTT") + b"\x05\x02" + (60).to_bytes(2, "big") + b"\x00"
+        body += encode_string(client_id.encode())
+        self.sock.sendall(b"\x10" + encode_varint(len(body)) + body)
         connack = self.sock.recv(1024)
         if not connack or connack[0] != 0x20:
             raise RuntimeError("no CONNACK")
         self.sock.setblocking(False)
-        self.topic = _string(topic_for(serial).encode())
+        self.topic = encode_string(topic_for(serial).encode())
         self.mid = 0
         self.in_flight = 0
         self.waiting: deque[bytes] = deque()
@@ -64,7 +51,7 @@ class Connection:
     def _send(self, packet_body: bytes) -> None:
         self.mid = self.mid % 65535 + 1
         body = self.topic + self.mid.to_bytes(2, "big") + packet_body
-        self.out += b"\x32" + _varint(len(body)) + body
+        self.out += b"\x32" + encode_varint(len(body)) + body
         self.in_flight += 1
 
     def read(self) -> None:

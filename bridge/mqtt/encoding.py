@@ -30,11 +30,12 @@ def publish_packet_size(
         properties += 3 + len(correlation_data)
     remaining = 2 + len(topic.encode()) + (2 if qos else 0) + len(payload)
     if user_properties or expiry is not None or correlation_data is not None:
-        remaining += len(_varint(properties)) + properties
-    return 1 + len(_varint(remaining)) + remaining
+        remaining += len(encode_varint(properties)) + properties
+    return 1 + len(encode_varint(remaining)) + remaining
 
 
-def _varint(value: int) -> bytes:
+def encode_varint(value: int) -> bytes:
+    """MQTT's variable byte integer (remaining lengths, property lengths)."""
     out = bytearray()
     while True:
         byte, value = value % 128, value // 128
@@ -43,7 +44,8 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def _utf8(text: str | bytes) -> bytes:
+def encode_string(text: str | bytes) -> bytes:
+    """MQTT's length-prefixed UTF-8 string / binary data."""
     data = text.encode() if isinstance(text, str) else text
     return len(data).to_bytes(2, "big") + data
 
@@ -59,10 +61,10 @@ def encode_publish_properties(
     if expiry_interval is not None:
         body += b"\x02" + expiry_interval.to_bytes(4, "big")
     if correlation_data is not None:
-        body += b"\x09" + _utf8(correlation_data)
+        body += b"\x09" + encode_string(correlation_data)
     for key, value in user_properties:
-        body += b"\x26" + _utf8(key) + _utf8(value)
-    return _varint(len(body)) + bytes(body)
+        body += b"\x26" + encode_string(key) + encode_string(value)
+    return encode_varint(len(body)) + bytes(body)
 
 
 class PackedProperties(Properties):
@@ -137,5 +139,7 @@ __all__ = [
     "describe_tls_alert",
     "describe_tls_failure",
     "encode_publish_properties",
+    "encode_string",
+    "encode_varint",
     "publish_packet_size",
 ]
