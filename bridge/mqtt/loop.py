@@ -15,6 +15,8 @@ small connector thread, and the connected client is handed back to the loop.
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import queue
 import selectors
 import socket
@@ -40,6 +42,20 @@ class Driven(Protocol):
         ...
 
 
+class TimerHandle:
+    """A call scheduled with ``IoLoop.call_later``; ``cancel()`` from any thread."""
+
+    __slots__ = ("call", "cancelled", "when")
+
+    def __init__(self, when: float, call: Callable[[], None]) -> None:
+        self.when = when
+        self.call = call
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
 class IoLoop:
     """One thread, one selector, every connection."""
 
@@ -50,6 +66,8 @@ class IoLoop:
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._calls: deque[Callable[[], None]] = deque()
+        self._timers: list[tuple[float, int, TimerHandle]] = []  # a heap; the loop's thread only
+        self._timer_order = itertools.count()
         self._signalled = False
         self._driven: list[Driven] = []
         self._hooks: list[Callable[[], float | None]] = []
@@ -105,6 +123,18 @@ class IoLoop:
         """Run ``call`` on the loop's thread, in order with other hand-overs."""
         self._calls.append(call)
         self.wake()
+
+    def call_later(self, delay: float, call: Callable[[], None]) -> TimerHandle:
+        """Run ``call`` on the loop's thread after ``delay`` seconds (from any thread)."""
+        handle = TimerHandle(time.monotonic() + max(0.0, delay), call)
+        if self.in_loop():
+            self._schedule(handle)
+        else:
+            self.call_soon(lambda: self._schedule(handle))
+        return handle
+
+    def _schedule(self, handle: TimerHandle) -> None:
+        heapq.heappush(self._timers, (handle.when, next(self._timer_order), handle))
 
     def wake(self) -> None:
         if self._signalled:
@@ -181,6 +211,17 @@ class IoLoop:
             except Exception:
                 _log.exception("io_loop_call_failed")
         deadline = now + MAX_SLEEP
+        timers = self._timers
+        while timers and (timers[0][2].cancelled or timers[0][0] <= now):
+            _, _, handle = heapq.heappop(timers)
+            if handle.cancelled:
+                continue
+            try:
+                handle.call()
+            except Exception:
+                _log.exception("io_loop_timer_failed")
+        if timers:
+            deadline = min(deadline, timers[0][0])
         for hook in list(self._hooks):
             try:
                 due = hook()
@@ -252,4 +293,4 @@ def default_loop() -> IoLoop:
         return _default
 
 
-__all__ = ["MAX_SLEEP", "Driven", "IoLoop", "default_loop"]
+__all__ = ["MAX_SLEEP", "Driven", "IoLoop", "TimerHandle", "default_loop"]

@@ -37,6 +37,23 @@ def test_hand_overs_run_in_order_on_the_loop_thread():
     assert not loop.alive()
 
 
+def test_call_later_runs_in_due_order_on_the_loop_thread_and_cancel_holds():
+    loop = IoLoop(name="test-io")
+    loop.start()
+    try:
+        seen: list[tuple[str, bool]] = []
+        done = threading.Event()
+        loop.call_later(0.2, lambda: seen.append(("late", loop.in_loop())))
+        cancelled = loop.call_later(0.1, lambda: seen.append(("cancelled", True)))
+        loop.call_later(0.05, lambda: seen.append(("early", loop.in_loop())))
+        loop.call_later(0.3, done.set)
+        cancelled.cancel()
+        assert done.wait(10)
+        assert seen == [("early", True), ("late", True)]
+    finally:
+        loop.stop()
+
+
 def test_a_turn_hook_runs_again_when_it_asks_to():
     loop = IoLoop(name="test-io")
     turns: list[float] = []
