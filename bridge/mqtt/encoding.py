@@ -1,16 +1,11 @@
 """MQTT wire details the bridge computes itself: PUBLISH sizes and properties, and what a
-TLS failure means in an operator's words. Pure functions (paho only for its Properties type).
+TLS failure means in an operator's words. Pure functions.
 """
 
 from __future__ import annotations
 
-import copy
 import ssl
 from collections.abc import Sequence
-from typing import Final
-
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 
 def publish_packet_size(
@@ -67,35 +62,6 @@ def encode_publish_properties(
     return encode_varint(len(body)) + bytes(body)
 
 
-class PackedProperties(Properties):
-    """PUBLISH properties already encoded (``encode_publish_properties``): paho's own class
-    checks every attribute set and re-encodes on every send, which cost more per message than
-    all the rest of the bridge. A regular subclass: paho's constructor runs, only ``pack`` is
-    ours. ``of()`` copies one constructed prototype (the copy protocol): a quarter of the cost
-    of running the constructor per message."""
-
-    packed: bytes
-
-    def __init__(self, packed: bytes) -> None:
-        super().__init__(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        object.__setattr__(self, "packed", packed)  # not a property name: skip paho's check
-
-    @classmethod
-    def of(cls, packed: bytes) -> PackedProperties:
-        properties = copy.copy(_PROTOTYPE)
-        object.__setattr__(properties, "packed", packed)
-        return properties
-
-    def pack(self) -> bytes:
-        return self.packed
-
-    def __str__(self) -> str:
-        return f"<{len(self.packed)} bytes of properties>"
-
-
-_PROTOTYPE: Final = PackedProperties(b"")
-
-
 def describe_tls_failure(exc: BaseException) -> str | None:
     """Say why a TLS handshake failed, in an operator's words (paho only says it failed)."""
     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -135,7 +101,6 @@ def describe_tls_alert(text: str) -> str | None:
 
 
 __all__ = [
-    "PackedProperties",
     "describe_tls_alert",
     "describe_tls_failure",
     "encode_publish_properties",

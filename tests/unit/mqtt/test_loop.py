@@ -8,7 +8,6 @@ import threading
 from pathlib import Path
 
 from bridge.backoff import Backoff
-from bridge.mqtt.encoding import PackedProperties
 from bridge.mqtt.link import LinkOptions, MqttLink
 from bridge.mqtt.loop import IoLoop
 from tests.integration.harness import wait_until
@@ -120,14 +119,6 @@ def test_stop_without_a_broker_ends_promptly_and_stops_retrying():
         assert len(link.reconnect_delays) == count
     finally:
         loop.stop()
-
-
-def test_packed_properties_pack_what_they_were_given():
-    first = PackedProperties.of(b"\x02\x00\x00\x01\x2c")
-    second = PackedProperties.of(b"\x00")
-    assert first.pack() == b"\x02\x00\x00\x01\x2c"
-    assert second.pack() == b"\x00"
-    assert PackedProperties(b"\x01").pack() == b"\x01"
 
 
 def test_no_paho_private_attribute_anywhere_in_the_bridge():
