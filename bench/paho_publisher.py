@@ -5,8 +5,8 @@ bridge does (one ``recv`` per report, the project's ``Reassembler``, ``parse_mes
 upper-case hex), and publishes each message at QoS 1, MQTT v5, with the same user properties
 (``boot_id``, ``seq``) and message expiry, pre-encoded with the bridge's own encoder and handed
 to paho through ``PackedProperties`` (the bridge sends the same bytes). One paho client per
-reader, each with paho's own network thread. Nothing else: no outbox, no spool, no reconnect handling. Prints
-``ready`` once connected.
+reader, each with paho's own network thread. Nothing else: no outbox, no spool, no reconnect
+handling. Prints ``ready`` once connected.
 """
 
 from __future__ import annotations

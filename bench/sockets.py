@@ -2,13 +2,14 @@
 
 ``python -m bench.sockets SOCKET...`` runs the real bridge (``bridge.app.run``, settings from
 the environment like ``magtek-bridge run``) with a backend whose transports read one report
-per ``recv`` (a poll and a read per report, as hidapi does on hidraw). The simulated readers
-live in the feeder's process, so this process's CPU is the bridge's alone.
+per ``recv`` (a poll and a read per report, as hidapi does on hidraw; a drain's read alone).
+The simulated readers live in the feeder's process, so this process's CPU is the bridge's alone.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import socket
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ class SocketTransport:
     def __init__(self, info: DeviceInfo) -> None:
         self._info = info
         self._sock: socket.socket | None = None
+        self._poller: select.poll | None = None
 
     @property
     def info(self) -> DeviceInfo:
@@ -40,6 +42,9 @@ class SocketTransport:
         except OSError as exc:
             sock.close()
             raise DeviceGoneError(str(exc)) from exc
+        sock.setblocking(False)
+        self._poller = select.poll()
+        self._poller.register(sock, select.POLLIN)
         self._sock = sock
 
     def close(self) -> None:
@@ -48,13 +53,17 @@ class SocketTransport:
             self._sock = None
 
     def read_report(self, timeout: float) -> bytes | None:
-        sock = self._sock
-        if sock is None:
+        # As hidapi reads hidraw: a poll with the timeout, then a read; with timeout 0 (a
+        # drain) the read alone. The socket stays non-blocking: a settimeout() per call would
+        # add a system call per report that hidapi does not make.
+        sock, poller = self._sock, self._poller
+        if sock is None or poller is None:
             raise DeviceGoneError("closed")
-        sock.settimeout(timeout)
         try:
+            if timeout > 0 and not poller.poll(max(1, int(timeout * 1000))):
+                return None
             report = sock.recv(64)
-        except (TimeoutError, BlockingIOError):
+        except BlockingIOError:
             return None
         except OSError as exc:
             raise DeviceGoneError(str(exc)) from exc
@@ -67,7 +76,13 @@ class SocketTransport:
         if sock is None:
             raise DeviceGoneError("closed")
         try:
-            sock.sendall(report)
+            # Non-blocking (the read side needs it): wait for room, as a HID write blocks.
+            while True:
+                try:
+                    sock.send(report)
+                    break
+                except BlockingIOError:
+                    select.select([], [sock], [], 1.0)
         except OSError as exc:
             raise TransportError(str(exc)) from exc
 

@@ -222,12 +222,20 @@ class Courier:
     # -- readers' side (their threads) --------------------------------------------------------
 
     def enqueue(
-        self, serial: str, topic: str, payload: bytes, user_properties: tuple[tuple[str, str], ...]
+        self, serial: str, topic: str, payload: bytes, user_properties: tuple[tuple[str, str], ...],
+        *, wake: bool = True,
     ) -> None:
-        """Accept one device message; the I/O loop takes it over on its next turn."""
+        """Accept one device message; the I/O loop takes it over on its next turn. A reader
+        draining a burst passes ``wake=False`` and calls ``hand_over`` after the burst: one
+        wake-up (and one turn) for the batch instead of one per message."""
         self._incoming.append(Entry(serial=serial, topic=topic, payload=payload,
                                     user_properties=user_properties, created=self._clock()))
         self._empty.clear()
+        if wake and self.loop is not None:
+            self.loop.wake()
+
+    def hand_over(self) -> None:
+        """Wake the I/O loop for what ``enqueue(wake=False)`` accepted."""
         if self.loop is not None:
             self.loop.wake()
 

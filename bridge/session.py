@@ -57,6 +57,7 @@ _FIRMWARE_REF: Final = 0x02
 _STOP: Final = object()
 # Messages held while the reader is being identified.
 EARLY_MESSAGE_LIMIT: Final = 256  # wakes the writer
+_DRAIN_LIMIT: Final = 64  # reports read before a hand-over, at most (a burst, not a stream)
 _READ_EXIT_GRACE: Final = 2.0  # seconds beyond ``read_timeout`` to wait for the read thread
 RATE_LIMITED: Final = Rejection(
     "rate_limited", "more commands than this reader takes (readers.command_rate); not run")
@@ -163,6 +164,7 @@ class ReaderSession:
         self._write_lock = threading.Lock()
         self._waiter: tuple[tuple[int, int], threading.Event, list[Message]] | None = None
         self._early: list[tuple[bytes, Message | None]] = []
+        self._handed = False  # enqueued without waking the I/O loop (the read thread's)
         self._publish_lock = threading.Lock()
         self.stopping = threading.Event()
         self.gone = threading.Event()
@@ -358,6 +360,8 @@ class ReaderSession:
             early, self._early = self._early, []
             for data, parsed in early:
                 self._publish_device_message(data, parsed)
+            if early:
+                self._courier.hand_over()
         if self._on_identified is not None:
             self._on_identified(self)
         self._notify("reader_connected")
@@ -400,18 +404,25 @@ class ReaderSession:
             self.read_heartbeat = time.monotonic()
             try:
                 report = transport.read_report(timeout)
+                # What is already there is read before the hand-over (reads that never wait),
+                # so a burst costs the I/O loop one wake-up and one turn; never a wait to
+                # fill a batch, and bounded so a streaming reader still hands over.
+                drained = 0
+                while report is not None:
+                    self._metrics.report_in()
+                    self._feed(report)
+                    drained += 1
+                    report = transport.read_report(0) if drained < _DRAIN_LIMIT else None
             except (DeviceGoneError, TransportError) as exc:
                 if not self.stopping.is_set():
                     self._log.warning("reader_unplugged", error=str(exc))
                 self.gone.set()
                 self.stop()
                 return
-            if report is not None:
-                # Each message goes to the courier as soon as it is whole; never a wait to
-                # fill a batch. Whatever arrives before the I/O loop's next turn is its batch
-                # (one wake-up per turn, not per message: ``IoLoop.wake``).
-                self._metrics.report_in()
-                self._feed(report)
+            finally:
+                if self._handed:
+                    self._handed = False
+                    self._courier.hand_over()
 
     def _feed(self, report: bytes) -> None:
         for event in self._reassembler.feed(report):
@@ -458,7 +469,9 @@ class ReaderSession:
         if self.link.v5:
             seq = self._next_seq(self.identity.serial)
             properties = (("boot_id", self._boot_id), ("seq", str(seq)))
-        self._courier.enqueue(self.identity.serial, self.topics.mms_message, payload, properties)
+        self._courier.enqueue(self.identity.serial, self.topics.mms_message, payload, properties,
+                              wake=False)
+        self._handed = True  # the read loop wakes the I/O loop once its burst is read
         if self._observers:
             self._notify("reader_message", payload)
         if parsed is None:

@@ -53,7 +53,8 @@ class Transport(Protocol):
     """An open (or openable) connection to one reader, report by report.
 
     ``read_report`` returns one report of ``report_len`` bytes, or ``None`` when ``timeout``
-    seconds pass with nothing to read. Both I/O methods raise ``DeviceGoneError`` once the
+    seconds pass with nothing to read; with ``timeout`` 0 it never waits (a report already
+    received, or ``None``). Both I/O methods raise ``DeviceGoneError`` once the
     reader is unplugged. ``close`` is idempotent.
     """
 

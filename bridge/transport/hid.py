@@ -50,6 +50,7 @@ class _HidDevice(Protocol):
     def open_path(self, path: bytes) -> None: ...
     def write(self, data: bytes | list[int]) -> int: ...
     def read(self, max_length: int, timeout_ms: int = 0) -> list[int]: ...
+    def set_nonblocking(self, value: int) -> int: ...
     def close(self) -> None: ...
 
 
@@ -102,6 +103,9 @@ class HidTransport:
             device.open_path(self._info.path.encode())
         except OSError as exc:
             raise self._open_error(exc) from exc
+        # A read with a timeout waits that long whatever this says; a read without one
+        # (``read_report(0)``: what is already there, for draining a burst) must not block.
+        device.set_nonblocking(1)
         self._device = device
 
     def _open_error(self, exc: OSError) -> TransportError:
@@ -131,7 +135,9 @@ class HidTransport:
     def read_report(self, timeout: float) -> bytes | None:
         device = self._open_device()
         try:
-            data = device.read(self._report_len, max(1, int(timeout * 1000)))
+            # timeout_ms 0 is hidapi's hid_read: non-blocking since open (set_nonblocking).
+            data = device.read(self._report_len, max(1, int(timeout * 1000)) if timeout > 0
+                               else 0)
         except (OSError, ValueError) as exc:
             raise DeviceGoneError(f"{self._info.path}: read failed: {exc}") from exc
         return bytes(data) if data else None

@@ -20,6 +20,7 @@ class FakeDevice:
         self.read_args: list[tuple[int, int]] = []
         self.fail_open = fail_open
         self.closed = False
+        self.nonblocking = False
 
     def open_path(self, path: bytes) -> None:
         if self.fail_open:
@@ -35,6 +36,10 @@ class FakeDevice:
         if isinstance(item, OSError):
             raise item
         return item
+
+    def set_nonblocking(self, value: int) -> int:
+        self.nonblocking = bool(value)
+        return 0
 
     def close(self) -> None:
         self.closed = True
@@ -79,6 +84,19 @@ def test_read_returns_report_or_none(fake_hid):
     assert transport.read_report(0.25) == bytes(range(64))
     assert transport.read_report(0.25) is None
     assert fake_hid.devices[0].read_args == [(64, 250), (64, 250)]
+
+
+def test_a_read_without_timeout_never_blocks(fake_hid):
+    # Draining a burst reads with timeout 0: hidapi's hid_read, which blocks unless the device
+    # was made non-blocking; a timed read passes its timeout (hid_read_timeout ignores the flag).
+    transport = get_backend("hid").open(INFO)
+    transport.open()
+    device = fake_hid.devices[0]
+    assert device.nonblocking
+    device.reads = [list(range(64)), []]
+    assert transport.read_report(0) == bytes(range(64))
+    assert transport.read_report(0.05) is None
+    assert device.read_args == [(64, 0), (64, 50)]
 
 
 def test_io_errors_mean_the_reader_is_gone(fake_hid):
