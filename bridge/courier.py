@@ -230,7 +230,8 @@ class Courier:
         wake-up (and one turn) for the batch instead of one per message."""
         self._incoming.append(Entry(serial=serial, topic=topic, payload=payload,
                                     user_properties=user_properties, created=self._clock()))
-        self._empty.clear()
+        if self._empty.is_set():  # clear() takes a lock: only when it changes something
+            self._empty.clear()
         if wake and self.loop is not None:
             self.loop.wake()
 

@@ -179,15 +179,24 @@ class Outbox:
         """Several acknowledgements at once: one spool transaction."""
         with self.lock:
             done = {id(e) for e in entries}
-            kept: deque[Entry] = deque()
             removed: list[Entry] = []
-            for index, entry in enumerate(self._entries):
-                if index < self._in_flight and id(entry) in done:
-                    removed.append(entry)
-                else:
-                    kept.append(entry)
-            self._entries = kept
-            self._in_flight -= len(removed)
+            queue = self._entries
+            # Acks come in order almost always: take them off the front, without touching
+            # the rest (a backlog of thousands behind them must not be copied per ack).
+            while self._in_flight and id(queue[0]) in done:
+                removed.append(queue.popleft())
+                self._in_flight -= 1
+            if len(removed) < len(done):
+                kept: deque[Entry] = deque()
+                late = 0
+                for index, entry in enumerate(queue):
+                    if index < self._in_flight and id(entry) in done:
+                        removed.append(entry)
+                        late += 1
+                    else:
+                        kept.append(entry)
+                self._entries = kept
+                self._in_flight -= late
             self._forget(removed)
 
     def return_in_flight(self) -> int:

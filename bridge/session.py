@@ -408,11 +408,14 @@ class ReaderSession:
                 # so a burst costs the I/O loop one wake-up and one turn; never a wait to
                 # fill a batch, and bounded so a streaming reader still hands over.
                 drained = 0
-                while report is not None:
-                    self._metrics.report_in()
-                    self._feed(report)
-                    drained += 1
-                    report = transport.read_report(0) if drained < _DRAIN_LIMIT else None
+                try:
+                    while report is not None:
+                        self._feed(report)
+                        drained += 1
+                        report = transport.read_report(0) if drained < _DRAIN_LIMIT else None
+                finally:
+                    if drained:
+                        self._metrics.report_in(drained)  # one counter update per burst
             except (DeviceGoneError, TransportError) as exc:
                 if not self.stopping.is_set():
                     self._log.warning("reader_unplugged", error=str(exc))

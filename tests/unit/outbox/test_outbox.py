@@ -156,3 +156,14 @@ def test_complete_many_keeps_order_of_the_rest(count):
     box.complete_many(sent[::-1])
     assert [_seq(box.next_to_send()) for _ in range(3)] == [str(count), str(count + 1),
                                                              str(count + 2)]
+
+
+def test_complete_many_out_of_order_keeps_the_unacknowledged_in_flight_in_place():
+    box, clock, _ = _make(OutboxLimits())
+    for n in range(6):
+        box.put(_entry(n, clock))
+    sent = [box.next_to_send() for _ in range(4)]  # 0..3 in flight, 4 and 5 waiting
+    box.complete_many([sent[0], sent[2]])  # 0 from the front, 2 from the middle
+    assert box.in_flight == 2 and len(box) == 4
+    assert box.return_in_flight() == 2  # 1 and 3 wait again, ahead of 4 and 5
+    assert [_seq(box.next_to_send()) for _ in range(4)] == ["1", "3", "4", "5"]
