@@ -87,6 +87,9 @@ class MqttLink:
             seconds after a disconnect, across process restarts (MQTT v5: clean start off
             and Session Expiry Interval N; 3.1.1: clean session off, kept as the broker's
             configuration says).
+        manual_ack: a QoS 1 message is acknowledged when the handler calls its ``ack``
+            (after the work is done), not when the handler returns; acknowledgements still
+            go out in the order the messages came (MQTT §4.6).
     """
 
     def __init__(
@@ -106,8 +109,10 @@ class MqttLink:
         on_taken_back: Callable[[MqttLink], None] | None = None,
         loop: IoLoop | None = None,
         session_expiry: int = 0,
+        manual_ack: bool = False,
     ) -> None:
         self._options = options
+        self._manual_ack = manual_ack
         self._session_expiry = session_expiry
         self._client_id = client_id
         self._name = name
@@ -150,6 +155,8 @@ class MqttLink:
         self._stopped = threading.Event()
         self._topics: dict[str, bytes] = {}
         self._qos2_inbound: set[int] = set()  # delivered, waiting for the broker's PUBREL
+        # manual_ack: QoS 1 packet ids in arrival order, True once handled (acked in order).
+        self._unacked: dict[int, bool] = {}
 
     # -- lifecycle (any thread) --------------------------------------------------------------
 
@@ -474,6 +481,7 @@ class MqttLink:
         conn.close()
         self._events = 0
         self._qos2_inbound.clear()
+        self._unacked.clear()
         self.ready.clear()
         if self.connected.is_set():
             self.connected.clear()
@@ -573,18 +581,43 @@ class MqttLink:
             self._on_published(self, ack.mid, failure)
 
     def _on_publish_in(self, conn: Connection, message: packets.Publish) -> None:
-        duplicate = False
         if message.qos == 2:
-            duplicate = message.mid in self._qos2_inbound
-            self._qos2_inbound.add(message.mid)
-        if not duplicate:
-            self._deliver(message)
-        if message.qos == 1:
-            conn.out += packets.encode_ack(packets.PUBACK, message.mid)
-        elif message.qos == 2:
+            if message.mid not in self._qos2_inbound:
+                self._qos2_inbound.add(message.mid)
+                self._deliver(message, None)
             conn.out += packets.encode_ack(packets.PUBREC, message.mid)
+        elif message.qos == 1 and self._manual_ack and self._on_message_handler is not None:
+            if message.mid in self._unacked:
+                return  # still being handled: its ack will come
+            self._unacked[message.mid] = False
+            self._deliver(message, self._acker(conn, message.mid))
+        else:
+            self._deliver(message, None)
+            if message.qos == 1:
+                conn.out += packets.encode_ack(packets.PUBACK, message.mid)
 
-    def _deliver(self, message: packets.Publish) -> None:
+    def _acker(self, conn: Connection, mid: int) -> Callable[[], None]:
+        def handled() -> None:
+            self._on_loop(lambda: self._handled(conn, mid))
+        return handled
+
+    def _on_loop(self, call: Callable[[], None]) -> None:
+        if self._loop.in_loop():
+            call()
+        else:
+            self._loop.call_soon(call)
+
+    def _handled(self, conn: Connection, mid: int) -> None:
+        if self._conn is not conn or mid not in self._unacked:
+            return  # that connection ended: the broker sends it again (persistent session)
+        self._unacked[mid] = True
+        for first, done in list(self._unacked.items()):  # in arrival order (MQTT §4.6)
+            if not done:
+                break
+            del self._unacked[first]
+            conn.out += packets.encode_ack(packets.PUBACK, first)
+
+    def _deliver(self, message: packets.Publish, ack: Callable[[], None] | None) -> None:
         handler = self._on_message_handler
         if handler is None:
             return
@@ -601,11 +634,15 @@ class MqttLink:
             response_topic=response_topic if isinstance(response_topic, str) else None,
             correlation_data=correlation if isinstance(correlation, bytes) else None,
             expiry_interval=expiry if isinstance(expiry, int) else None,
+            duplicate=message.dup,
+            ack=ack,
         )
         try:
             handler(inbound)
         except Exception:  # a handler bug must not stop the I/O loop
             self._log.exception("mqtt_handler_failed", topic=message.topic)
+            if ack is not None:
+                ack()  # nobody else will: it would hold back every later acknowledgement
 
     # -- stopping (the I/O loop's thread) -----------------------------------------------------
 

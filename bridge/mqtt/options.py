@@ -4,6 +4,7 @@ publishes on its own (births, will, finals) and the messages delivered to it."""
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -65,6 +66,11 @@ class InboundMessage:
     response_topic: str | None = None
     correlation_data: bytes | None = None
     expiry_interval: int | None = None
+    # The broker sent it before (QoS 1 redelivery after a lost connection or a restart).
+    duplicate: bool = False
+    # With ``MqttLink(manual_ack=True)``: call once the message is handled (any thread); the
+    # broker redelivers it to a persistent session if we vanish first. None: already acked.
+    ack: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
 
 def failure_reason(exc: BaseException | None) -> str:
