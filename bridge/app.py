@@ -54,8 +54,8 @@ _log = structlog.get_logger("bridge.app")
 # the scan loop every scan_interval).
 STUCK_AFTER: Final = 5.0
 
-# A connect attempt (TCP, TLS handshake) that has not returned by then is stuck: paho's socket
-# timeouts end a black-holed one well before.
+# A connect attempt (TCP, TLS handshake) that has not returned by then is stuck: the socket
+# timeouts (bridge.mqtt.wire.CONNECT_TIMEOUT) end a black-holed one well before.
 CONNECT_STUCK_AFTER: Final = 60.0
 
 # How long a clean stop waits for the outboxes to empty through the bridge's session.

@@ -40,7 +40,7 @@ def _connect(options: LinkOptions, subscriptions: list[tuple[str, int]],
              inbox: queue.Queue[InboundMessage], role: str,
              timeout: float = _CONNECT_TIMEOUT) -> MqttLink:
     """Connected and subscribed (SUBACK received), or ``ConnectionError`` at the first failed
-    attempt: a tool must not sit in paho's retry loop while the operator waits."""
+    attempt: a tool must not sit in a reconnect loop while the operator waits."""
     link = MqttLink(
         options,
         client_id=f"magtek-bridge-{role}-{secrets.token_hex(3)}",

@@ -1,17 +1,18 @@
 """Moves outbox entries into MQTT, a small window at a time, and forgets them on the ack.
 
-Why the bridge and not paho keeps the backlog: paho holds unacknowledged messages only in
-memory, re-sends its whole in-flight backlog at once after a reconnect, and re-sends a message
-the broker refused as too large on every reconnect, jamming everything behind it. So at most
-``window`` messages per connection sit inside paho, and each connection is a fresh paho client
-(``MqttLink``): paho never re-sends anything; the rest waits in the (spooled) outbox.
+Why the courier and not the MQTT layer keeps the backlog: a client library holds
+unacknowledged messages only in memory, re-sends its whole in-flight backlog at once after a
+reconnect, and re-sends a message the broker refused as too large on every reconnect, jamming
+everything behind it. So at most ``window`` messages per connection are in flight, and
+``MqttLink`` never re-sends anything across connections; the rest waits in the (spooled)
+outbox.
 
 Carriers: a reader's own MQTT session carries its messages while the reader is attached.
 Without one (unplugged during an outage, or leftovers from a previous run) the bridge's own
 session carries them. An outbox changes carrier only when nothing is in flight, so order holds.
 
 Threads: everything here runs on the I/O loop's thread (``pump_once`` is one of its turn
-hooks; acks arrive there from paho), the thread that also drives every MQTT connection: no
+hooks; acks arrive there from the links), the thread that also drives every MQTT connection: no
 locks. Readers' threads only hand entries over (``enqueue``: a deque append and at most one
 wake-up per turn). The spool gets each turn's writes in one transaction, never on a read
 thread, and only entries still unacknowledged after ``SPOOL_AFTER`` (group commit). Without a

@@ -41,8 +41,8 @@ def _named_commands() -> str:
 def reader_root(text: str) -> str:
     """argparse type of a reader root (or serial, or ``auto``) that is published to.
 
-    MQTT forbids wildcards in a topic name: paho would raise from its network thread (a
-    traceback, then a misleading "no answer from the broker") instead of a usage error.
+    MQTT forbids wildcards in a topic name: the publish would be refused after connecting
+    (then a misleading "no answer from the broker") instead of a usage error.
     """
     if not text.strip("/") or any(c in text for c in "+#\0"):
         raise argparse.ArgumentTypeError(

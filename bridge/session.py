@@ -151,8 +151,9 @@ class ReaderSession:
             report_len=transport.report_len, max_message_size=options.max_message_size
         )
         self._commands: queue.Queue[object] = queue.Queue(maxsize=options.command_queue_size)
-        # What clients publish is admitted and refused under this lock only (paho's thread and
-        # the WebSocket thread both submit); a refusal costs a counter, not a parse or a line.
+        # What clients publish is admitted and refused under this lock only (the I/O loop's
+        # thread and the WebSocket thread both submit); a refusal costs a counter, not a parse
+        # or a line.
         self._intake_lock = threading.Lock()
         self._bucket = TokenBucket(options.command_rate, options.command_burst)
         self._refusals = RefusalReporter(interval=options.error_interval,

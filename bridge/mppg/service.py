@@ -12,7 +12,7 @@ correlation data):
 The service has its own MQTT session (``<client_id_prefix>-<host id>-payments``), persistent
 for ``session_expiry`` seconds, so requests published while the bridge is down are queued by
 the broker and answered when it is back (and the reader command topics on the bridge's own
-session are never queued). paho's network thread only checks the size and queues the message;
+session are never queued). The I/O loop's thread only checks the size and queues the message;
 ``workers`` threads run the HTTP calls from a bounded queue, each operation within
 ``operation_timeout``. A request that finds the queue full is answered at once with
 ``BridgeCode.BUSY``. Create and update replies are kept by requester and correlation id
@@ -138,10 +138,10 @@ class PaymentRequestService:
             self.link.stop()
         self.client.close()
 
-    # -- paho's thread -----------------------------------------------------------------------
+    # -- the I/O loop's thread ---------------------------------------------------------------
 
     def on_message(self, message: InboundMessage) -> None:
-        """Queue a request for the workers; never blocks paho's thread, never parses a
+        """Queue a request for the workers; never blocks the I/O loop, never parses a
         request that is over the limits (their refusal is the worker's job)."""
         op = self.topics.operation_of(message.topic)
         if op is None:

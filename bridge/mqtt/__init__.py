@@ -1,1 +1,2 @@
-"""MQTT: pure topic names (``topics``) and the paho session (``link``, the only paho importer)."""
+"""MQTT: topic names (``topics``), the client codec (``packets``), one connection's socket
+(``wire``), a session (``link``) and the I/O loop that drives them all (``loop``)."""

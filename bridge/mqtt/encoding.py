@@ -63,7 +63,7 @@ def encode_publish_properties(
 
 
 def describe_tls_failure(exc: BaseException) -> str | None:
-    """Say why a TLS handshake failed, in an operator's words (paho only says it failed)."""
+    """Say why a TLS handshake failed, in an operator's words (not OpenSSL's)."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         message = (exc.verify_message or str(exc)).lower()
         if "hostname" in message or "ip address mismatch" in message:
@@ -83,7 +83,7 @@ def describe_tls_failure(exc: BaseException) -> str | None:
 
 def describe_tls_alert(text: str) -> str | None:
     """The same for an SSL error known only by its text: with TLS 1.3 the broker refuses a
-    client certificate after the handshake, and paho only logs what the next read raised."""
+    client certificate after the handshake, and only the next read says so."""
     reason = text.upper()
     if "SSL" in reason or "TLS" in reason:
         if "CERTIFICATE_REQUIRED" in reason:

@@ -8,8 +8,8 @@ selector through a socketpair (one byte per wake-up, not per item). Each turn: n
 hand-overs, the turn hooks (the courier fills its windows), then every connection writes what
 is due, and only then the loop sleeps.
 
-Connecting is the one blocking step paho has (TCP connect, TLS handshake): it runs on a
-small connector thread, and the connected client is handed back to the loop.
+Connecting is the one blocking step (TCP connect, TLS handshake): it runs on a small
+connector thread, and the open socket is handed back to the loop.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import structlog
 
 _log = structlog.get_logger("bridge.mqtt.loop")
 
-# The longest sleep: paho's keepalive checks (loop_misc) and the heartbeat need a turn a second.
+# The longest sleep: keepalive checks and the heartbeat need a turn a second.
 MAX_SLEEP: Final = 1.0
 
 
