@@ -94,6 +94,8 @@ def link_options(settings: Settings) -> LinkOptions:
         reconnect_max_delay=m.reconnect_max_delay,
         max_inflight=settings.outbox.window + 8,
         password_in_clear=plaintext_password(m),
+        # A command is the largest MMS message as hex; the payments requests are far smaller.
+        max_incoming_packet=max(4 << 20, 2 * settings.readers.max_message_size + (64 << 10)),
     )
 
 

@@ -311,6 +311,7 @@ class MqttLink:
             self._client_id, keepalive=keepalive, v5=self.v5,
             clean_start=self._session_expiry == 0,
             session_expiry=self._session_expiry if self.v5 else 0,
+            maximum_packet_size=o.max_incoming_packet if self.v5 else 0,
             username=o.username or None, password=o.password if o.username else None,
             will=None if will is None else packets.Will(will.topic, will.payload, will.qos,
                                                         will.retain))
@@ -334,7 +335,8 @@ class MqttLink:
             if self._stopping:
                 self._finish_stop()
             return
-        self._conn = Connection(sock, v5=self.v5, keepalive=keepalive, now=time.monotonic())
+        self._conn = Connection(sock, v5=self.v5, keepalive=keepalive, now=time.monotonic(),
+                                max_packet=self._options.max_incoming_packet)
         self._state = "handshake"
         self._events = _READ
         self._loop.register(sock, _READ, self._on_io)

@@ -42,6 +42,10 @@ class LinkOptions:
     # Connect failures are logged at warning: the first one, then one summary per interval
     # (reconnects come every few seconds; a line each time would bury everything else).
     failure_log_interval: float = 300.0
+    # The largest packet we take from the broker (announced in the v5 CONNECT, so the broker
+    # drops larger messages for us; on 3.1.1 a larger one ends the connection). Room for the
+    # largest MMS message as hex (readers.max_message_size, 1 MiB by default) and its topic.
+    max_incoming_packet: int = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)

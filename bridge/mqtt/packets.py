@@ -160,11 +160,13 @@ def encode_connect(
     clean_start: bool = True,
     session_expiry: int = 0,
     receive_maximum: int | None = None,
+    maximum_packet_size: int = 0,
     username: str | None = None,
     password: str | None = None,
     will: Will | None = None,
 ) -> bytes:
-    """CONNECT (§3.1). v5 properties: session expiry, receive maximum (only when given)."""
+    """CONNECT (§3.1). v5 properties: session expiry, receive maximum and the largest packet
+    we accept (each only when given: the broker then drops larger messages for us)."""
     flags = 0x02 if clean_start else 0
     if will is not None:
         flags |= 0x04 | (will.qos << 3) | (0x20 if will.retain else 0)
@@ -179,6 +181,8 @@ def encode_connect(
             props.append((0x11, session_expiry.to_bytes(4, "big")))
         if receive_maximum is not None:
             props.append((0x21, receive_maximum.to_bytes(2, "big")))
+        if maximum_packet_size:
+            props.append((0x27, maximum_packet_size.to_bytes(4, "big")))
         body += _encode_properties(props)
     body += encode_string(client_id)
     if will is not None:
@@ -299,8 +303,11 @@ _V3_CONNACK: Final = {0: 0x00, 1: 0x84, 2: 0x85, 3: 0x88, 4: 0x86, 5: 0x87}
 class PacketReader:
     """Splits the broker's byte stream into packets (keeps a partial one for the next feed)."""
 
-    def __init__(self, *, v5: bool) -> None:
+    def __init__(self, *, v5: bool, max_packet: int = 0) -> None:
         self.v5 = v5
+        # Larger packets end the connection (MQTT 3.1.1 brokers cannot be told the limit; a
+        # v5 broker drops them for us): one hostile publish must not take hundreds of MB.
+        self._max_packet = max_packet
         self._rest = b""
 
     def feed(self, data: bytes) -> list[Packet]:
@@ -320,6 +327,9 @@ class PacketReader:
                     if end - at < 5:
                         break  # the length itself is not complete yet
                     raise
+            if self._max_packet and start - at + length > self._max_packet:
+                raise MalformedPacket(f"a packet of {start - at + length} bytes, over the "
+                                      f"{self._max_packet} accepted")
             if start + length > end:
                 break
             kind = first & 0xF0

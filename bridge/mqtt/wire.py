@@ -74,10 +74,11 @@ class Connection:
     and the connection is dead when its answer has not come ``keepalive`` seconds later.
     """
 
-    def __init__(self, sock: socket.socket, *, v5: bool, keepalive: float, now: float) -> None:
+    def __init__(self, sock: socket.socket, *, v5: bool, keepalive: float, now: float,
+                 max_packet: int = 0) -> None:
         self.sock = sock
         self._tls = isinstance(sock, ssl.SSLSocket)
-        self.reader = PacketReader(v5=v5)
+        self.reader = PacketReader(v5=v5, max_packet=max_packet)
         self.out = bytearray()
         self.keepalive = keepalive
         self.last_in = now
