@@ -406,7 +406,8 @@ class BridgeApp:
                               correlation_data=correlation_data)
 
         return RefusalReporter(interval=self.settings.readers.error_interval, burst=5,
-                               send=send, summary_topic=f"{root}/SendCommand")
+                               send=send, summary_topic=f"{root}/SendCommand",
+                               schedule=self.loop.call_later)
 
     def _own_info(self, inbound: InboundMessage) -> None:
         """Our retained info as the broker kept it: the roots a previous run served."""

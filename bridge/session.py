@@ -154,9 +154,11 @@ class ReaderSession:
         # the WebSocket thread both submit); a refusal costs a counter, not a parse or a line.
         self._intake_lock = threading.Lock()
         self._bucket = TokenBucket(options.command_rate, options.command_burst)
+        loop = courier.loop  # summaries of a flood are sent from the I/O loop
         self._refusals = RefusalReporter(interval=options.error_interval,
                                          burst=options.error_burst, send=self._report_refusal,
-                                         summary_topic="SendCommand")
+                                         summary_topic="SendCommand",
+                                         schedule=loop.call_later if loop is not None else None)
         self._pending: dict[tuple[int, int], Command] = {}
         self._pending_lock = threading.Lock()
         self._response_seen = threading.Event()  # set by the read thread or by stop()
