@@ -393,7 +393,7 @@ class BridgeApp:
             if reporter is None:
                 reporter = self._absent_errors[root] = self._absent_reporter(root)
         reporter.refused(READER_ABSENT, topic=inbound.topic, size=len(inbound.payload),
-                         correlation_data=inbound.correlation_data)
+                         correlation_data=inbound.correlation_data, command=inbound.payload)
 
     def _absent_reporter(self, root: str) -> RefusalReporter:
         error_topic = ReaderTopics.for_root(root).error

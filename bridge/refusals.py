@@ -55,10 +55,12 @@ class RefusalReporter:
         self._closed = False
 
     def refused(self, rejection: Rejection, *, topic: str, size: int,
-                correlation_data: bytes | None = None) -> None:
+                correlation_data: bytes | None = None, command: bytes | None = None) -> None:
+        """``command``: the refused payload (its report names it when readable);
+        ``correlation_data``: the command's, echoed on its report."""
         with self._lock:
             report = self._coalescer.refused(rejection, topic=topic, size=size,
-                                             now=time.monotonic())
+                                             now=time.monotonic(), command=command)
             if report is None:
                 self._arm()
         if report is not None:

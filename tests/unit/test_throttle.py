@@ -157,3 +157,16 @@ def test_without_a_scheduler_the_next_refusal_carries_the_count():
     reporter.refused(BAD, topic="t", size=1)
     assert sent == [("not_hex", 0), ("not_hex", 3)]
     reporter.close()
+
+
+def test_reports_in_full_name_their_command_summaries_do_not():
+    errors = ErrorCoalescer(interval=1.0, burst=1)
+    command = bytes.fromhex("AA00810482131008820400000000")  # a device response: refused
+    report = errors.refused(Rejection("not_request", "x"), topic="t", size=14, now=0.0,
+                            command=command.hex().encode())
+    assert report is not None
+    body = json.loads(report.body)
+    assert (body["ref"], body["command_id"]) == ("13", "1008")
+    assert errors.refused(BAD, topic="t", size=1, now=0.1, command=command) is None
+    summary = errors.flush(topic="t", now=2.0)
+    assert summary is not None and "ref" not in json.loads(summary.body)
