@@ -286,7 +286,7 @@ class BridgeApp:
         now = time.monotonic()
         stuck: list[str] = []
         scan_limit = STUCK_AFTER + 2 * self.settings.readers.scan_interval
-        if now - self.supervisor.heartbeat > scan_limit:
+        if self.settings.readers.enabled and now - self.supervisor.heartbeat > scan_limit:
             stuck.append("reader-scan")
         for session in self.supervisor.sessions():
             if not session.alive or session.stopping.is_set():
@@ -309,7 +309,12 @@ class BridgeApp:
         return (not stuck), {"stuck": stuck}
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
-        """MQTT connected and every expected reader open? (``/readyz``)"""
+        """MQTT connected and every expected reader open? (``/readyz``)
+
+        A payments-only bridge (``readers.enabled = false``) is ready once its MQTT sessions
+        (its own and the payments service's) are connected: it expects no reader.
+        """
+        readers_enabled = self.settings.readers.enabled
         reasons: list[str] = []
         if not self.link.connected.is_set():
             reasons.append(f"mqtt: {self.link.last_error or 'not connected'}")
@@ -328,12 +333,15 @@ class BridgeApp:
             reasons.append(f"expected readers not open: {', '.join(missing)}")
         # A bridge without a reader serves no till: not ready, and said so apart from the
         # broker ("state"), so an alert can tell a cable from a network problem.
-        if not open_serials and not missing:
+        if readers_enabled and not open_serials and not missing:
             reasons.append("no readers: no MagTek reader is open (see 'magtek-bridge devices')")
         state = "ready" if not reasons else (
-            "no_readers" if not open_serials and self.link.connected.is_set() else "not_ready")
+            "no_readers" if readers_enabled and not open_serials and self.link.connected.is_set()
+            else "not_ready")
         details: dict[str, object] = {"state": state, "reasons": reasons,
                                       "readers": sorted(open_serials)}
+        if not readers_enabled:
+            details["readers_enabled"] = False  # payments only
         if self.spool is not None:
             # Degraded, not unready: the in-memory outbox still delivers.
             details["spool"] = "ok" if self.spool.ok else f"off: {self.spool.failure}"
@@ -344,6 +352,8 @@ class BridgeApp:
         every ``ABSENT_REPEAT`` seconds while it lasts: otherwise a service with its reader
         unplugged, or hidden by permissions, looks healthy in the journal."""
         grace = self.settings.readers.absent_warning
+        if not self.settings.readers.enabled:
+            return  # payments only: no reader is expected
         now = time.monotonic() if now is None else now
         if any(s.identity is not None and s.alive for s in self.supervisor.sessions()):
             if self._absent_logged_at is not None:
@@ -395,7 +405,7 @@ class BridgeApp:
             if reporter is None:
                 reporter = self._absent_errors[root] = self._absent_reporter(root)
         reporter.refused(READER_ABSENT, topic=inbound.topic, size=len(inbound.payload),
-                         correlation_data=inbound.correlation_data)
+                         correlation_data=inbound.correlation_data, command=inbound.payload)
 
     def _absent_reporter(self, root: str) -> RefusalReporter:
         error_topic = ReaderTopics.for_root(root).error
@@ -408,7 +418,8 @@ class BridgeApp:
                               correlation_data=correlation_data)
 
         return RefusalReporter(interval=self.settings.readers.error_interval, burst=5,
-                               send=send, summary_topic=f"{root}/SendCommand")
+                               send=send, summary_topic=f"{root}/SendCommand",
+                               schedule=self.loop.call_later)
 
     def _own_info(self, inbound: InboundMessage) -> None:
         """Our retained info as the broker kept it: the roots a previous run served."""
@@ -456,7 +467,8 @@ class BridgeApp:
             self.payments.start()
         self.link.start()
         self.ghosts.sweep()  # roots remembered in the state directory (queued until connected)
-        self.supervisor.start()
+        if self.settings.readers.enabled:
+            self.supervisor.start()
 
     def stop(self) -> None:
         if self._stopped:

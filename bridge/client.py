@@ -118,8 +118,13 @@ def send(
     inbox: queue.Queue[InboundMessage] = queue.Queue()
     link = _connect(options, [(topics.mms_message, 1), (topics.error, 1)], inbox, "send")
     code = EXIT_TIMEOUT
+    # Echoed on the Error report that refuses this command (MQTT v5): other clients'
+    # refusals on the same topic are not ours.
+    correlation = secrets.token_bytes(8) if link.v5 else None
+    unnamed = 0  # refusals reported only as a count (a flood): ours may be among them
     try:
-        link.publish(topics.send_command, command.hex().upper().encode(), qos=1, kind="command")
+        link.publish(topics.send_command, command.hex().upper().encode(), qos=1, kind="command",
+                     correlation_data=correlation)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -127,6 +132,9 @@ def send(
             except queue.Empty:
                 continue
             if msg.topic == topics.error:
+                if not refuses(msg, request, correlation):
+                    unnamed += _summarised(msg.payload)  # others', or a flood summary
+                    continue
                 print(f"rejected by the bridge: {msg.payload.decode(errors='replace')}", file=out)
                 return EXIT_REJECTED
             parsed = _parse_hex(msg.payload)
@@ -140,11 +148,49 @@ def send(
                 deadline = time.monotonic() + follow
         if code == EXIT_TIMEOUT:
             print(f"no response from {root} within {timeout} s", file=out)
+            if unnamed:
+                print(f"the bridge meanwhile refused {unnamed} commands for this reader "
+                      "without naming them (a flood of refusals): this one may be among them",
+                      file=out)
         return code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED if code == EXIT_TIMEOUT else code
     finally:
         link.stop()
+
+
+def refuses(report: InboundMessage, request: Message, correlation: bytes | None) -> bool:
+    """Is this ``<root>/Error`` report the refusal of ``request``, sent with ``correlation``?
+
+    By the echoed correlation data when the report has some (exact: two clients may send the
+    same command); else by the ``ref`` and ``command_id`` it names. A report naming no command
+    (a flood summary, a payload that was not MMS) refuses no command of ours.
+    """
+    if report.correlation_data is not None:
+        return correlation is not None and report.correlation_data == correlation
+    try:
+        body = json.loads(report.payload)
+    except ValueError:
+        return False
+    if not isinstance(body, dict):
+        return False
+    ref, command_id = body.get("ref"), body.get("command_id")
+    if not isinstance(ref, str) or not isinstance(command_id, str):
+        return False
+    try:
+        return (int(ref, 16), int(command_id, 16)) == (request.ref, request.command_id)
+    except ValueError:
+        return False
+
+
+def _summarised(payload: bytes) -> int:
+    """How many refusals an ``Error`` summary stands for (0 for anything else)."""
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        return 0
+    count = body.get("count") if isinstance(body, dict) else None
+    return count if isinstance(count, int) and body.get("reason") == "summary" else 0
 
 
 def monitor(
@@ -214,4 +260,4 @@ def _print(message: Message, as_json: bool, out: TextIO) -> None:
     out.flush()
 
 
-__all__ = ["command_bytes", "monitor", "resolve_root", "send"]
+__all__ = ["command_bytes", "monitor", "refuses", "resolve_root", "send"]

@@ -119,6 +119,8 @@ class TopicsSettings(_Section):
 
 
 class ReadersSettings(_Section):
+    # False: a payments-only bridge (mppg.enabled): no USB scan, and /readyz wants no reader.
+    enabled: bool = True
     backend: Literal["hid", "simulated"] = "hid"
     # Which hidapi module: "auto" = hidraw on Linux, native elsewhere (bridge.transport.hid).
     hid_api: Literal["auto", "hidraw", "libusb"] = "auto"
@@ -454,6 +456,7 @@ def _check_files(settings: Settings, env: Mapping[str, str]) -> None:
     if settings.mqtt.reconnect_max_delay < settings.mqtt.reconnect_min_delay:
         raise ConfigError("mqtt.reconnect_max_delay: must not be below reconnect_min_delay")
     _check_mppg(settings.mppg)
+    _check_readers_off(settings)
     if settings.websocket.enabled:
         _check_websocket(settings.websocket)
 
@@ -539,6 +542,21 @@ def _check_mppg(mppg: MppgSettings) -> None:
     if mppg.username_value() is None or mppg.password_value() is None:
         raise ConfigError("mppg.username and mppg.password (or their _file keys): "
                           "required when mppg.enabled is true")
+
+
+def _check_readers_off(settings: Settings) -> None:
+    """``readers.enabled = false`` is for a payments-only bridge; nothing else makes sense."""
+    if settings.readers.enabled:
+        return
+    if not settings.mppg.enabled:
+        raise ConfigError("readers.enabled: false leaves the bridge nothing to do; it is for a "
+                          "payments-only bridge (set mppg.enabled = true, or readers.enabled = "
+                          "true)")
+    if settings.readers.expected:
+        raise ConfigError("readers.expected: lists readers while readers.enabled is false")
+    if settings.websocket.enabled:
+        raise ConfigError("websocket.enabled: the WebSocket endpoint serves readers, and "
+                          "readers.enabled is false")
 
 
 def _check_websocket(ws: WebSocketSettings) -> None:

@@ -124,8 +124,34 @@ def clears_retained_command(payload: bytes) -> bool:
     return not payload
 
 
-def rejection_report(rejection: Rejection, *, topic: str, size: int) -> bytes:
-    """The JSON body published on a reader's ``Error`` topic for a refused command."""
+# Larger payloads are not parsed just to name them in a report (they are refused as too large).
+_REFERENCE_LIMIT: Final = 4 << 20
+
+
+def command_reference(payload: bytes) -> tuple[int, int] | None:
+    """(reference number, command id) of a refused command, when it reads as an MMS message.
+
+    Only what an ``Error`` report sent in full needs (a few a second at most, never per
+    refusal in a flood): it names the command so its sender can tell its refusal from others'.
+    """
+    if len(payload) > _REFERENCE_LIMIT:
+        return None
+    try:
+        data = (bytes(payload) if payload[:1] == bytes([_START_BYTE])
+                else normalize_command_hex(payload.decode("latin-1")))
+        message = parse_message(data)
+    except ProtocolError:
+        return None
+    return message.ref, message.command_id
+
+
+def rejection_report(rejection: Rejection, *, topic: str, size: int,
+                     reference: tuple[int, int] | None = None) -> bytes:
+    """The JSON body published on a reader's ``Error`` topic for a refused command.
+
+    ``reference`` (from ``command_reference``) adds ``ref`` and ``command_id`` as upper-case
+    hex, written as ``monitor --json`` and ``decode --json`` write them.
+    """
     body = {
         "error": "command_rejected",
         "reason": rejection.reason,
@@ -134,8 +160,11 @@ def rejection_report(rejection: Rejection, *, topic: str, size: int) -> bytes:
         "size": size,
         "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
     }
+    if reference is not None:
+        body["ref"] = f"{reference[0]:02X}"
+        body["command_id"] = f"{reference[1]:04X}"
     return json.dumps(body).encode()
 
 
-__all__ = ["Command", "Rejection", "clears_retained_command", "rejection_report",
-           "validate_command"]
+__all__ = ["Command", "Rejection", "clears_retained_command", "command_reference",
+           "rejection_report", "validate_command"]

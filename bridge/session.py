@@ -156,9 +156,11 @@ class ReaderSession:
         # or a line.
         self._intake_lock = threading.Lock()
         self._bucket = TokenBucket(options.command_rate, options.command_burst)
+        loop = courier.loop  # summaries of a flood are sent from the I/O loop
         self._refusals = RefusalReporter(interval=options.error_interval,
                                          burst=options.error_burst, send=self._report_refusal,
-                                         summary_topic="SendCommand")
+                                         summary_topic="SendCommand",
+                                         schedule=loop.call_later if loop is not None else None)
         self._pending: dict[tuple[int, int], Command] = {}
         self._pending_lock = threading.Lock()
         self._response_seen = threading.Event()  # set by the read thread or by stop()
@@ -516,7 +518,8 @@ class ReaderSession:
             correlation_data=inbound.correlation_data,
         )
         if isinstance(result, Rejection):
-            self.reject(result, topic=inbound.topic, size=len(inbound.payload))
+            self.reject(result, topic=inbound.topic, size=len(inbound.payload),
+                        command=inbound.payload, correlation_data=inbound.correlation_data)
 
     def submit(
         self,
@@ -560,13 +563,17 @@ class ReaderSession:
             self._metrics.command_accepted()
         return result
 
-    def reject(self, rejection: Rejection, *, topic: str, size: int) -> None:
+    def reject(self, rejection: Rejection, *, topic: str, size: int,
+               command: bytes | None = None, correlation_data: bytes | None = None) -> None:
         """Report a refused command on ``<root>/Error`` and in the log (counted by the caller).
 
         Coalesced: the first few in full, then one report per interval saying how many more
         were refused, so a flood of bad commands costs neither the broker link nor the log.
+        A report in full names the command (``ref``, ``command_id``) when it was readable and
+        echoes its MQTT v5 correlation data, so its sender can tell it from others'.
         """
-        self._refusals.refused(rejection, topic=topic, size=size)
+        self._refusals.refused(rejection, topic=topic, size=size, command=command,
+                               correlation_data=correlation_data)
 
     def _report_refusal(self, report: ErrorReport, topic: str | None, size: int,
                         correlation_data: bytes | None) -> None:
@@ -574,12 +581,14 @@ class ReaderSession:
                           topic=topic, size=size, suppressed=report.suppressed)
         if self.link is None or self.topics is None:
             return
-        self.link.publish(self.topics.error, report.body, qos=1, kind="error")
+        self.link.publish(self.topics.error, report.body, qos=1, kind="error",
+                          correlation_data=correlation_data)
 
     def _refuse_queued(self, rejection: Rejection, command: Command) -> None:
         # Accepted earlier, refused now: counted as rejected as well.
         self._metrics.command_rejected(rejection.reason)
-        self.reject(rejection, topic="SendCommand", size=len(command.data))
+        self.reject(rejection, topic="SendCommand", size=len(command.data), command=command.data,
+                    correlation_data=command.correlation_data)
 
     def _wake_writer(self) -> None:
         # When the queue is full the writer is busy and polls ``stopping`` anyway.

@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from bridge.intake import Rejection, rejection_report
+from bridge.intake import Rejection, command_reference, rejection_report
 
 
 @dataclass(slots=True)
@@ -108,13 +108,18 @@ class ErrorCoalescer:
         return self._throttle.suppressed
 
     def refused(self, rejection: Rejection, *, topic: str, size: int,
-                now: float) -> ErrorReport | None:
-        """A refusal: its report, or None when it is only counted."""
+                now: float, command: bytes | None = None) -> ErrorReport | None:
+        """A refusal: its report, or None when it is only counted.
+
+        ``command`` (the payload as received) is read only for a report sent in full, to
+        name the command (``ref``, ``command_id``) when it is a readable MMS message.
+        """
         held = self._throttle.allow(now)
         if held is None:
             self._held[rejection.reason] += 1
             return None
-        body = rejection_report(rejection, topic=topic, size=size)
+        reference = command_reference(command) if command is not None else None
+        body = rejection_report(rejection, topic=topic, size=size, reference=reference)
         if held:
             data = json.loads(body)
             data["suppressed"] = held

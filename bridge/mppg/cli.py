@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bridge.config import Settings
+    from bridge.mppg.client import MppgClient
     from bridge.mppg.models import PaymentRequestDetail, PaymentRequestSummaryListInfo
 
 
@@ -164,14 +166,34 @@ def _print_list(listing: PaymentRequestSummaryListInfo) -> None:
           + (f", {total} in the date range" if total is not None else ""))
 
 
+def _create(client: MppgClient, args: argparse.Namespace,
+            settings: Settings) -> PaymentRequestDetail:
+    """Create as the MQTT service does (``Operations``, one code path): after an ambiguous
+    failure (MPPG timed out, or answered something unreadable) the request is looked up by
+    ``customerTranID`` before failure is reported, so a retry does not pay twice; the link
+    is fetched when the create answer has none. Within ``mppg.operation_timeout``."""
+    from bridge.mppg.operations import Deadline, Operations  # noqa: PLC0415
+
+    operations = Operations(client, default_processor=settings.mppg.processor_name)
+    outcome = operations.run("create", _definition_body(args),
+                             Deadline(settings.mppg.operation_timeout))
+    assert outcome.detail is not None  # create always answers a request
+    notes = outcome.notes or {}
+    if notes.get("recovered"):
+        print("note: MPPG's answer to the create was lost or unreadable; the request it made "
+              "was found by customerTranID (not created twice)", file=sys.stderr)
+    if "linkError" in notes:
+        error = notes["linkError"]
+        print(f"note: created, but its payment link could not be fetched "
+              f"({error.get('code')}: {error.get('message')}); 'payreq get' shows it",
+              file=sys.stderr)
+    return outcome.detail
+
+
 def run_payreq(args: argparse.Namespace, settings: Settings) -> int:
     """Run one payreq command; MPPG errors propagate (the CLI prints them, exit 1)."""
     from bridge.mppg.client import MppgClient  # noqa: PLC0415
-    from bridge.mppg.definition import (  # noqa: PLC0415
-        merged_definition,
-        parse_definition,
-        parse_list_query,
-    )
+    from bridge.mppg.definition import merged_definition, parse_list_query  # noqa: PLC0415
 
     with MppgClient.from_settings(settings.mppg) as client:
         if args.payreq_command == "list":
@@ -182,12 +204,7 @@ def run_payreq(args: argparse.Namespace, settings: Settings) -> int:
                 _print_list(listing)
             return 0
         if args.payreq_command == "create":
-            definition = parse_definition(_definition_body(args),
-                                          default_processor=settings.mppg.processor_name)
-            detail = client.create(definition)
-            if detail.payment_link is None:
-                # The spec's own create example answers without a link; GET has one (§6.4).
-                detail = client.get(detail.payment_request_id)
+            detail = _create(client, args, settings)
         elif args.payreq_command == "update":
             current = client.get(args.id)
             changes = _definition_body(args)

@@ -107,6 +107,10 @@ class MppgError(BridgeError):
         self.payment_request_id = payment_request_id
         super().__init__(f"{self.code} {self.message}")
 
+    def __str__(self) -> str:
+        # From the attributes: what is learnt later (a create's lookup) is added to message.
+        return f"{self.code} {self.message}"
+
     def to_dict(self) -> dict[str, object]:
         """The ``error`` object of an MQTT reply (no secrets: MPPG's text and ids only)."""
         out: dict[str, object] = {"code": self.code, "message": self.message,

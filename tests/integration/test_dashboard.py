@@ -5,7 +5,11 @@ some traffic; Prometheus (the Debian package, on a free loopback port) scrapes i
 second; then every PromQL expression of every panel is evaluated through Prometheus' HTTP API
 with the dashboard's ``$instance`` variable at its "All" value, and each must return data. A
 panel whose metric is misspelt, renamed or never exported fails here instead of staying empty
-on a store's screen.
+on a store's screen. A second bridge is scraped too: no query may merge bridges under "All"
+(each series names its instance), and the command-latency quantiles come one per bridge.
+A quantile must keep ``le`` in its grouping, ``sum by (instance, le)``: grouped ``by
+(instance)`` alone, or taken from the histogram's name without ``_bucket``, it returns no
+series at all (both checked against this Prometheus).
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ pytestmark = pytest.mark.integration
 DASHBOARD = REPO / "dashboards/magtek-bridge.json"
 ROOT = "MagTek/Device/DynaFlexII/B123456"
 PAYMENTS = "MagTek/Bridge/testhost/PaymentRequest"
+OTHER_SERIAL = "B654321"
+OTHER_ROOT = f"MagTek/Device/DynaFlexII/{OTHER_SERIAL}"
 
 
 def dashboard_expressions() -> list[tuple[str, str]]:
@@ -73,11 +79,13 @@ def prometheus(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     yield tmp_path / "prometheus.yml", port
 
 
-def _start_prometheus(config: Path, port: int, target: str, tmp: Path) -> subprocess.Popen[bytes]:
+def _start_prometheus(config: Path, port: int, targets: list[str],
+                      tmp: Path) -> subprocess.Popen[bytes]:
+    listed = ", ".join(f"'{target}'" for target in targets)
     config.write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
         "scrape_configs:\n  - job_name: magtek-bridge\n    static_configs:\n"
-        f"      - targets: ['{target}']\n")
+        f"      - targets: [{listed}]\n")
     with (tmp / "prometheus.log").open("wb") as log:
         return subprocess.Popen(
             ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
@@ -103,6 +111,9 @@ def _websocket_traffic(app: Any) -> None:
 
 
 def test_every_dashboard_query_returns_data(broker, probe_factory, prometheus, tmp_path):
+    """... and keeps bridges apart: with two bridges scraped (the fleet's "All"), every series
+    a query returns names its instance, and the command-latency quantiles come per bridge
+    (one merged quantile hid a slow store behind a fast one)."""
     expressions = dashboard_expressions()
     assert len(expressions) >= 20
     config, prom_port = prometheus
@@ -111,12 +122,17 @@ def test_every_dashboard_query_returns_data(broker, probe_factory, prometheus, t
             metrics={"enabled": True, "port": 0},
             websocket={"enabled": True, "address": "127.0.0.1", "port": 0},
             mppg={"enabled": True, "base_url": fake.base_url, "username": fake.username,
-                  "password": fake.password}) as (app, _bus):
-        assert app.ops is not None
+                  "password": fake.password}) as (app, _bus), running_bridge(
+            broker, bus=SimulatedBus(count=1, serials=[OTHER_SERIAL], auto_present=None),
+            metrics={"enabled": True, "port": 0},
+            topics={"host_id": "otherhost"}) as (other, _other_bus):
+        assert app.ops is not None and other.ops is not None
         target = f"127.0.0.1:{app.ops.port}"
-        probe = probe_factory(f"{ROOT}/#", f"{PAYMENTS}/#")
+        other_target = f"127.0.0.1:{other.ops.port}"
+        probe = probe_factory(f"{ROOT}/#", f"{PAYMENTS}/#", f"{OTHER_ROOT}/#")
         probe.expect_retained(f"{ROOT}/Status", b"connected", timeout=30)
-        proc = _start_prometheus(config, prom_port, target, tmp_path)
+        probe.expect_retained(f"{OTHER_ROOT}/Status", b"connected", timeout=30)
+        proc = _start_prometheus(config, prom_port, [target, other_target], tmp_path)
         try:
             def ready() -> bool:
                 try:
@@ -131,13 +147,14 @@ def test_every_dashboard_query_returns_data(broker, probe_factory, prometheus, t
             # hands over in batches): traffic before it would leave rates with one sample.
             def scraped() -> bool:
                 result = _api(prom_port, "query", query="up")["data"]["result"]
-                return any(r["value"][1] == "1" for r in result)
+                return sum(r["value"][1] == "1" for r in result) == 2
             assert wait_until(scraped, 60, 0.5), (tmp_path / "prometheus.log").read_text()
 
             # Traffic, spread over scrapes so rates and increases have two samples to use.
             for ref in range(1, 7):
-                probe.publish(f"{ROOT}/SendCommand", commands.get_serial_number(ref).hex())
-                probe.wait_for(f"{ROOT}/MMSMessage", timeout=10)
+                for root in (ROOT, OTHER_ROOT):
+                    probe.publish(f"{root}/SendCommand", commands.get_serial_number(ref).hex())
+                    probe.wait_for(f"{root}/MMSMessage", timeout=10)
                 if ref == 2:
                     _websocket_traffic(app)
                 if ref == 3:
@@ -158,10 +175,19 @@ def test_every_dashboard_query_returns_data(broker, probe_factory, prometheus, t
                     result = answer["data"]["result"]
                     # An empty histogram's quantile is NaN: no data either.
                     results[expr] = [r for r in result if r["value"][1] != "NaN"]
-                return all(results.values())
+                return all(results.values()) and all(
+                    len(results[expr]) >= 2 for _title, expr in expressions
+                    if "command_latency" in expr)
             wait_until(everything_has_data, 90, 2.0)
             empty = [f"{title}: {expr}" for title, expr in expressions if not results.get(expr)]
             assert not empty, f"dashboard queries with no data: {empty}"
+            merged = [f"{title}: {expr}" for title, expr in expressions
+                      if any("instance" not in r["metric"] for r in results[expr])]
+            assert not merged, f"queries that merge bridges under All: {merged}"
+            for title, expr in expressions:
+                if "command_latency" in expr:  # both bridges ran commands: one line each
+                    instances = sorted(r["metric"]["instance"] for r in results[expr])
+                    assert instances == sorted([target, other_target]), (title, expr, instances)
 
             # The instance variable's query finds this bridge.
             values = _api(prom_port, "label/instance/values",

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from bridge.intake import Command, Rejection, validate_command
+from bridge.intake import (
+    Command,
+    Rejection,
+    command_reference,
+    rejection_report,
+    validate_command,
+)
 from bridge.mms import commands
 
 CANCEL = bytes.fromhex("AA0081040113100884021008")  # PROTOCOL.md §3.6
@@ -86,3 +94,26 @@ def test_response_topic_and_correlation_kept():
                                    correlation_data=b"\x01\x02"))
     assert command.response_topic == "r/t"
     assert command.correlation_data == b"\x01\x02"
+
+
+@pytest.mark.parametrize("payload", [
+    commands.get_serial_number(0xB5).hex().upper().encode(),
+    b"SENDCOMMAND," + commands.get_serial_number(0xB5).hex().encode(),
+    commands.get_serial_number(0xB5),  # raw binary
+    bytes.fromhex("AA00810482B5D101820400000000"),  # readable, refused (a device response)
+])
+def test_a_readable_refused_command_is_named_in_its_report(payload):
+    reference = command_reference(payload)
+    assert reference == (0xB5, 0xD101)
+    body = json.loads(rejection_report(Rejection("not_request", "x"), topic="t", size=3,
+                                       reference=reference))
+    assert body["ref"] == "B5" and body["command_id"] == "D101"
+    # The published fields stay as they were.
+    assert {"error", "reason", "detail", "topic", "size", "time"} <= set(body)
+
+
+@pytest.mark.parametrize("payload", [b"zz", b"ABC", b"AA00", b"", b"\xaa\x00\x81"])
+def test_an_unreadable_refused_command_is_not_named(payload):
+    assert command_reference(payload) is None
+    body = json.loads(rejection_report(Rejection("not_hex", "x"), topic="t", size=2))
+    assert "ref" not in body and "command_id" not in body

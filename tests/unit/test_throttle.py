@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 from bridge.intake import Rejection
+from bridge.mqtt.loop import IoLoop
 from bridge.refusals import RefusalReporter
 from bridge.throttle import ErrorCoalescer, Throttle, TokenBucket
 
 BAD = Rejection("not_hex", "payload is not hex")
+
+
+def _started_since(before: set[threading.Thread]) -> list[str]:
+    """Threads started since ``before`` (other tests' MQTT machinery aside)."""
+    return [t.name for t in set(threading.enumerate()) - before
+            if not t.name.startswith("mqtt-")]
 
 
 def test_bucket_gives_the_burst_then_the_rate():
@@ -87,19 +95,84 @@ def test_a_flood_makes_at_most_one_report_per_interval():
     assert sent <= 5 + 5 + 1
 
 
-def test_reporter_sends_the_held_back_summary_by_itself():
-    sent: list[tuple[str, int]] = []
+def test_reporter_sends_the_held_back_summary_from_the_io_loop():
+    sent: list[tuple[str, int, str]] = []
     done = threading.Event()
 
     def send(report, topic, size, correlation):
-        sent.append((report.reason, report.suppressed))
+        sent.append((report.reason, report.suppressed, threading.current_thread().name))
         if report.reason == "summary":
             done.set()
 
-    reporter = RefusalReporter(interval=0.2, burst=2, send=send, summary_topic="t")
-    for _ in range(10):
-        reporter.refused(BAD, topic="t/SendCommand", size=3)
-    assert sent == [("not_hex", 0), ("not_hex", 0)]
-    assert done.wait(10)  # no one flushed: the reporter's timer did
-    assert sent[-1] == ("summary", 8)
+    loop = IoLoop(name="refusal-test-io")
+    loop.start()
+    before = set(threading.enumerate())
+    try:
+        reporter = RefusalReporter(interval=0.2, burst=2, send=send, summary_topic="t",
+                                   schedule=loop.call_later)
+        caller = threading.current_thread().name
+        for _ in range(10):
+            reporter.refused(BAD, topic="t/SendCommand", size=3)
+        assert sent == [("not_hex", 0, caller), ("not_hex", 0, caller)]
+        assert not _started_since(before)  # no timer thread while it waits
+        assert done.wait(10)  # no one flushed: the loop's timer did
+        assert sent[-1] == ("summary", 8, "refusal-test-io")
+        assert not _started_since(before)
+        reporter.close()
+    finally:
+        loop.stop()
+
+
+def test_a_closed_reporter_sends_no_summary():
+    sent: list[str] = []
+    scheduled: list[tuple[float, object]] = []
+
+    class Handle:
+        cancelled = False
+
+        def cancel(self):
+            self.cancelled = True
+
+    handle = Handle()
+
+    def schedule(delay, call):
+        scheduled.append((delay, call))
+        return handle
+
+    reporter = RefusalReporter(interval=1.0, burst=1, send=lambda r, *_: sent.append(r.reason),
+                               summary_topic="t", schedule=schedule)
+    for _ in range(5):
+        reporter.refused(BAD, topic="t", size=1)
+    assert len(scheduled) == 1 and scheduled[0][0] == 1.0  # armed once, for one interval
     reporter.close()
+    assert handle.cancelled
+    scheduled[0][1]()  # a timer that fired anyway (cancel raced it): nothing sent
+    assert sent == ["not_hex"]
+
+
+def test_without_a_scheduler_the_next_refusal_carries_the_count():
+    sent: list[tuple[str, int]] = []
+    before = set(threading.enumerate())
+    reporter = RefusalReporter(interval=0.1, burst=1, summary_topic="t",
+                               send=lambda r, *_: sent.append((r.reason, r.suppressed)))
+    for _ in range(4):
+        reporter.refused(BAD, topic="t", size=1)
+    assert not _started_since(before)  # nothing started to flush
+    assert sent == [("not_hex", 0)]
+    time.sleep(0.2)  # the interval passes (no timing asserted: only that it has passed)
+    reporter.refused(BAD, topic="t", size=1)
+    assert sent == [("not_hex", 0), ("not_hex", 3)]
+    reporter.close()
+
+
+def test_reports_in_full_name_their_command_summaries_do_not():
+    errors = ErrorCoalescer(interval=1.0, burst=1)
+    command = bytes.fromhex("AA00810482131008820400000000")  # a device response: refused
+    report = errors.refused(Rejection("not_request", "x"), topic="t", size=14, now=0.0,
+                            command=command.hex().encode())
+    assert report is not None
+    body = json.loads(report.body)
+    assert (body["ref"], body["command_id"]) == ("13", "1008")
+    assert errors.refused(BAD, topic="t", size=1, now=0.1, command=command) is None
+    summary = errors.flush(topic="t", now=2.0)
+    assert summary is not None and "ref" not in json.loads(summary.body)

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -107,3 +112,47 @@ def test_update_of_an_unknown_request_exits_1(config, fake_mppg, capsys):
     assert main(["payreq", "update", "00000000-0000-0000-0000-000000000000",
                  "--amount", "1"]) == 1
     assert "40018" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("failure", ["garbage", "slow"])
+def test_an_ambiguous_create_is_looked_up_before_failing(config, fake_mppg, capsys, failure):
+    config.write_text(config.read_text() + "request_timeout = 1.0\n")
+    fake_mppg.create_failure = failure  # MPPG stored it, and its answer was lost or garbled
+    fake_mppg.slow_seconds = 3.0
+    assert main(["payreq", "create", "--amount", "7", "--customer-tran-id", "order-7"]) == 0
+    captured = capsys.readouterr()
+    (stored,) = fake_mppg.requests  # found, not created a second time
+    assert stored in captured.out and "mppgtouchless" in captured.out
+    assert "found by customerTranID" in captured.err
+
+
+def test_an_ambiguous_create_without_customer_tran_id_says_so(config, fake_mppg, capsys):
+    fake_mppg.create_failure = "garbage"
+    assert main(["payreq", "create", "--amount", "7"]) == 1
+    err = capsys.readouterr().err
+    assert "50200" in err and "without a customerTranID" in err
+
+
+def test_an_ambiguous_create_that_made_nothing_is_reported_as_such(config, fake_mppg, capsys):
+    fake_mppg.create_failure = "garbage"
+    fake_mppg.create_stores = False  # the failure is genuine: nothing was stored
+    fake_mppg.seed("7.00", customerTranID="order-8", created=datetime.now(UTC) - timedelta(
+        hours=2))  # an older request with the same id must not be taken for it
+    assert main(["payreq", "create", "--amount", "7", "--customer-tran-id", "order-8"]) == 1
+    err = capsys.readouterr().err
+    assert "50200" in err and "safe to retry" in err
+
+
+def test_the_installed_command_recovers_an_ambiguous_create(config, fake_mppg):
+    fake_mppg.create_failure = "garbage"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAGTEK_BRIDGE_")}
+    env["MAGTEK_BRIDGE_CONFIG"] = str(config)
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "magtek-bridge"), "payreq", "create", "--amount",
+         "12.50", "--customer-tran-id", "order-42", "--json"],
+        env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    (stored,) = fake_mppg.requests
+    detail = json.loads(result.stdout)
+    assert detail["paymentRequestID"] == stored and detail["paymentLink"]
+    assert "found by customerTranID" in result.stderr
