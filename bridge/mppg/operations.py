@@ -46,6 +46,8 @@ AMBIGUOUS: Final = frozenset({BridgeCode.TIMEOUT, BridgeCode.BAD_GATEWAY})
 # A request found by the lookup must have been created this close to our attempt.
 LOOKUP_WINDOW: Final = timedelta(minutes=5)
 LOOKUP_PAGES: Final = 3
+# A redelivered request may be as old as the payments session lets the broker keep it.
+REDELIVERY_WINDOW: Final = timedelta(hours=1)
 _RECENT_IDS: Final = 4096
 
 
@@ -81,12 +83,16 @@ class Operations:
         self._default_processor = default_processor
         self._returned: deque[str] = deque(maxlen=_RECENT_IDS)  # ids already handed out
 
-    def run(self, op: str, fields: dict[str, Any], deadline: Deadline) -> Outcome:
+    def run(self, op: str, fields: dict[str, Any], deadline: Deadline, *,
+            redelivered: bool = False) -> Outcome:
+        """One operation. ``redelivered``: the broker sent this request before (it was not
+        acknowledged: the bridge stopped or lost its connection while running it), so a
+        create may already exist and is looked up by ``customerTranID`` first."""
         if op == "list":
             query = parse_list_query(fields)
             return Outcome(self.client.list_requests(query, timeout=deadline.left()).to_wire())
         if op == "create":
-            return self._create(fields, deadline)
+            return self._create(fields, deadline, redelivered=redelivered)
         if op == "get":
             extra = set(fields) - {"paymentRequestID", "id"}
             if extra:
@@ -101,21 +107,26 @@ class Operations:
         detail = self.client.update(request_id, definition, timeout=deadline.left())
         return Outcome(detail.to_wire(), detail)
 
-    def _create(self, fields: dict[str, Any], deadline: Deadline) -> Outcome:
+    def _create(self, fields: dict[str, Any], deadline: Deadline, *,
+                redelivered: bool = False) -> Outcome:
         fields = dict(fields)
         if not any(k.lower().replace("_", "") == "usagecountlimit" for k in fields):
             fields["usageCountLimit"] = DEFAULT_USAGE_COUNT_LIMIT
         definition = parse_definition(fields, default_processor=self._default_processor)
         started = datetime.now(UTC)
         notes: dict[str, Any] = {}
-        try:
-            detail = self.client.create(definition, timeout=deadline.left())
-        except MppgError as exc:
-            if exc.code not in AMBIGUOUS:
-                raise
-            found = self._look_up(definition, started, exc, deadline)
-            detail = found
+        earlier = self._made_before(definition, started, deadline) if redelivered else None
+        if earlier is not None:
+            detail = earlier
             notes["recovered"] = True
+        else:
+            try:
+                detail = self.client.create(definition, timeout=deadline.left())
+            except MppgError as exc:
+                if exc.code not in AMBIGUOUS:
+                    raise
+                detail = self._look_up(definition, started, exc, deadline)
+                notes["recovered"] = True
         self._returned.append(detail.payment_request_id)
         if detail.payment_link is None:
             # The spec's own create answer has no link (§3.4); GET has it (§6.4).
@@ -124,6 +135,26 @@ class Operations:
             except MppgError as exc:
                 notes["linkError"] = exc.to_dict()
         return Outcome(detail.to_wire(), detail, notes or None)
+
+    def _made_before(self, definition: PaymentRequestDefinition, started: datetime,
+                     deadline: Deadline) -> PaymentRequestDetail | None:
+        """The request a redelivered create made the first time, if MPPG has it: same
+        ``customerTranID`` and amount, created within ``REDELIVERY_WINDOW``. Without a
+        ``customerTranID``, or when the lookup fails, None: the create runs (a lookup that
+        cannot answer must not refuse a payment)."""
+        tran_id = definition.customer_tran_id
+        if not tran_id:
+            return None
+        try:
+            match = self._find(tran_id, definition, started, deadline,
+                               since=started - REDELIVERY_WINDOW, any_returned=True)
+            if match is None:
+                return None
+            _log.info("mppg_redelivered_create_found", payment_request=match)
+            return self.client.get(match, timeout=deadline.left())
+        except MppgError as exc:
+            _log.warning("mppg_redelivered_lookup_failed", code=exc.code)
+            return None
 
     def _look_up(self, definition: PaymentRequestDefinition, started: datetime,
                  failure: MppgError, deadline: Deadline) -> PaymentRequestDetail:
@@ -148,18 +179,24 @@ class Operations:
         raise failure
 
     def _find(self, tran_id: str, definition: PaymentRequestDefinition, started: datetime,
-              deadline: Deadline) -> str | None:
+              deadline: Deadline, *, since: datetime | None = None,
+              any_returned: bool = False) -> str | None:
+        """The newest request with this ``customerTranID`` and amount created in the window
+        (by default around ``started``), skipping ids this process handed out already unless
+        ``any_returned`` (a redelivery may be of a request we did hand out)."""
+        earliest = since if since is not None else started - LOOKUP_WINDOW
         today = datetime.now(UTC).date()
-        window = (started - LOOKUP_WINDOW, datetime.now(UTC) + LOOKUP_WINDOW)
+        window = (earliest, datetime.now(UTC) + LOOKUP_WINDOW)
         best: PaymentRequestSummary | None = None
         for page in range(1, LOOKUP_PAGES + 1):
             # No end date: MPPG's "today" is in its own zone, which we do not know.
-            query = parse_list_query({"ds": (today - timedelta(days=1)).isoformat(),
+            first_day = min(today - timedelta(days=1), earliest.date())
+            query = parse_list_query({"ds": first_day.isoformat(),
                                       "ps": 1000, "pn": page})
             listing = self.client.list_requests(query, timeout=deadline.left())
             for row in listing.requests:
                 if (str(row.customer_tran_id) != tran_id or row.amount != definition.amount
-                        or row.payment_request_id in self._returned):
+                        or (row.payment_request_id in self._returned and not any_returned)):
                     continue
                 created = row.date_created
                 if created is None:

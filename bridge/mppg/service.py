@@ -87,7 +87,9 @@ class PaymentRequestService:
         self.settings = settings
         self.operations = Operations(self.client, default_processor=settings.processor_name)
         self._publisher: Publisher | None = None
-        self._queue: queue.Queue[tuple[str, InboundMessage]] = queue.Queue(settings.queue_size)
+        # Bounded by ``settings.queue_size`` in on_message (the only producer), not by the
+        # queue itself: stop() must always be able to queue the workers' wake-ups.
+        self._queue: queue.SimpleQueue[tuple[str, InboundMessage] | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._workers = [threading.Thread(target=self._work, name=f"mppg-requests-{n}",
                                           daemon=True) for n in range(settings.workers)]
@@ -101,10 +103,12 @@ class PaymentRequestService:
             max_relays=settings.max_relays, metrics=self.metrics, journal=self.journal)
         self.link: MqttLink | None = None
         if link_options is not None and client_id is not None:
+            # Acknowledged once answered (manual_ack): a request the bridge was running when
+            # it stopped or crashed is delivered again by the broker (persistent session).
             self.link = MqttLink(link_options, client_id=client_id, name="payments",
                                  subscriptions=self.subscriptions(), on_message=self.on_message,
                                  metrics=link_metrics, session_expiry=settings.session_expiry,
-                                 loop=loop)
+                                 loop=loop, manual_ack=True)
             self._publisher = self.link
 
     # -- wiring ------------------------------------------------------------------------------
@@ -130,6 +134,8 @@ class PaymentRequestService:
 
     def stop(self) -> None:
         self._stopping.set()
+        for _ in self._workers:
+            self._queue.put(None)
         self.relays.stop_all()
         for worker in self._workers:
             if worker.is_alive():
@@ -145,6 +151,7 @@ class PaymentRequestService:
         request that is over the limits (their refusal is the worker's job)."""
         op = self.topics.operation_of(message.topic)
         if op is None:
+            _acknowledge(message)
             return
         if message.retain:
             # A retained request is a stale one the broker replays to every new session:
@@ -153,26 +160,27 @@ class PaymentRequestService:
                         error=BridgeSideError(BridgeCode.RETAINED_REQUEST,
                                               "retained requests are refused; publish with "
                                               "retain=false"))
+            _acknowledge(message)
             return
-        try:
-            self._queue.put_nowait((op, message))
-        except queue.Full:
+        if self._queue.qsize() >= self.settings.queue_size:
             self._reply(op, message, self._envelope_of(message.payload),
                         error=BridgeSideError(BridgeCode.BUSY, "too many payment requests "
                                               "waiting; try again shortly"))
+            _acknowledge(message)
+            return
+        self._queue.put((op, message))  # acknowledged by the worker once answered
 
     # -- the workers -------------------------------------------------------------------------
 
     def _work(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                op, message = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                continue
+        while (item := self._queue.get()) is not None and not self._stopping.is_set():
+            op, message = item
             try:
                 self._serve(op, message)
             except Exception:  # one bad request must not end the worker
                 _log.exception("mppg_request_failed", op=op)
+            finally:
+                _acknowledge(message)
 
     def _serve(self, op: str, message: InboundMessage) -> None:
         try:
@@ -224,7 +232,8 @@ class PaymentRequestService:
         """Run the operation and reply; the reply when it succeeded."""
         fields = {k: v for k, v in body.items() if k not in ENVELOPE}
         try:
-            outcome = self.operations.run(op, fields, Deadline(self.settings.operation_timeout))
+            outcome = self.operations.run(op, fields, Deadline(self.settings.operation_timeout),
+                                          redelivered=message.duplicate)
         except MppgError as exc:
             _log.info("mppg_request_refused", op=op, code=exc.code, source=exc.source)
             self._reply(op, message, envelope, error=exc)
@@ -313,6 +322,12 @@ class PaymentRequestService:
         publisher = self._publisher
         if publisher is not None:
             publisher.publish(topic, payload, qos=1, retain=retain, kind="payment")
+
+
+def _acknowledge(message: InboundMessage) -> None:
+    """Done with ``message``: the broker may forget it (no-op unless manual_ack)."""
+    if message.ack is not None:
+        message.ack()
 
 
 __all__ = ["PaymentRequestService", "Publisher"]

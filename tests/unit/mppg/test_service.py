@@ -302,3 +302,70 @@ def test_v5_correlation_data_alone_also_deduplicates(service, fake_mppg):
                                     response_topic="pos/5/in", correlation=b"\x07"))
     first, second = service.recorder.replies("create", 2)
     assert first == second and len(fake_mppg.requests) == 1
+
+
+def _acked_message(op: str, body, events: list[str], *, duplicate=False) -> InboundMessage:
+    payload = json.dumps(body).encode()
+    return InboundMessage(topic=f"{BASE}/{op}", payload=payload, retain=False, qos=1,
+                          received_at=time.monotonic(), duplicate=duplicate,
+                          ack=lambda: events.append("ack"))
+
+
+def test_a_request_is_acknowledged_only_once_it_is_answered(service, fake_mppg):
+    events: list[str] = []
+    recorder_publish = service.recorder.publish
+
+    def publish(topic, payload, **kwargs):
+        events.append("reply")
+        recorder_publish(topic, payload, **kwargs)
+
+    service.recorder.publish = publish
+    service.start()
+    service.on_message(_acked_message("create", {"amount": 3, "relay": False}, events))
+    service.recorder.replies("create")
+    assert wait_for(lambda: events == ["reply", "ack"])
+
+
+def test_refused_and_foreign_messages_are_acknowledged_at_once(service):
+    events: list[str] = []
+    retained = InboundMessage(topic=f"{BASE}/create", payload=b"{}", retain=True, qos=1,
+                              received_at=time.monotonic(), ack=lambda: events.append("ack"))
+    foreign = InboundMessage(topic=f"{ROOT}/Other", payload=b"{}", retain=False, qos=1,
+                             received_at=time.monotonic(), ack=lambda: events.append("ack"))
+    service.on_message(retained)  # not started: only the I/O loop's side runs
+    service.on_message(foreign)
+    assert events == ["ack", "ack"]
+
+
+def test_a_redelivered_create_finds_the_request_it_made_before(service, fake_mppg):
+    # The bridge created it, then stopped before its acknowledgement reached the broker: the
+    # broker delivers it again (duplicate), and no second payment request is made.
+    body = {"amount": 4, "customerTranID": "order-41", "relay": False}
+    events: list[str] = []
+    service.start()
+    service.on_message(_acked_message("create", body, events))
+    (first,) = service.recorder.replies("create")
+    service.on_message(_acked_message("create", body, events, duplicate=True))
+    second = service.recorder.replies("create", 2)[-1]
+    assert len(fake_mppg.requests) == 1
+    assert second["ok"] is True and second["recovered"] is True
+    assert second["result"]["paymentRequestID"] == first["result"]["paymentRequestID"]
+
+
+def test_a_redelivered_create_that_never_ran_is_created(service, fake_mppg):
+    events: list[str] = []
+    service.start()
+    service.on_message(_acked_message("create", {"amount": 5, "customerTranID": "order-51",
+                                                 "relay": False}, events, duplicate=True))
+    (reply,) = service.recorder.replies("create")
+    assert reply["ok"] is True and "recovered" not in reply
+    assert len(fake_mppg.requests) == 1
+
+
+def wait_for(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
