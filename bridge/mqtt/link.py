@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import ssl
 import threading
 import time
 from collections import deque
@@ -33,11 +32,15 @@ import structlog
 from bridge.backoff import Backoff
 from bridge.metrics import Metrics
 from bridge.mqtt import packets
-from bridge.mqtt.encoding import (
-    describe_tls_failure,
-    encode_publish_properties,
-    publish_packet_size,
+from bridge.mqtt.connecting import (
+    ConnectFailures,
+    connect_packet,
+    keepalive_for,
+    tls_context,
+    tls_reason,
 )
+from bridge.mqtt.encoding import encode_publish_properties, publish_packet_size
+from bridge.mqtt.inbound import Deliveries, MessageHandler
 from bridge.mqtt.loop import IoLoop, default_loop
 from bridge.mqtt.options import (
     InboundMessage,
@@ -46,24 +49,20 @@ from bridge.mqtt.options import (
     TlsOptions,
     failure_reason,
 )
+from bridge.mqtt.outbound import Held, Publisher
 from bridge.mqtt.wire import Connection, ConnectionClosed, open_socket
 
 _log = structlog.get_logger("bridge.mqtt")
 
 # How long stop() waits for the final publishes (retained "disconnected") to be acknowledged.
 STOP_PUBLISH_TIMEOUT: Final = 3.0
-_HELD_LIMIT: Final = 1000  # publishes held while not connected (oldest dropped beyond)
-_TOPIC_CACHE: Final = 4096  # encoded topic names kept (a reader publishes to a handful)
 _READ: Final = 1  # selectors.EVENT_READ
 _WRITE: Final = 2  # selectors.EVENT_WRITE
-_NO_PROPERTIES: Final = b"\x00"
 
 _link_tokens = itertools.count(1)
 
-MessageHandler = Callable[[InboundMessage], None]
 # (link, mid, failure reason or None) once the broker acknowledged a QoS>0 publish.
 PublishedHandler = Callable[["MqttLink", int, str | None], None]
-_Held = tuple[str, bytes, int, bool, tuple[tuple[str, str], ...], bytes | None, str, int | None]
 
 
 class MqttLink:
@@ -112,35 +111,30 @@ class MqttLink:
         manual_ack: bool = False,
     ) -> None:
         self._options = options
-        self._manual_ack = manual_ack
         self._session_expiry = session_expiry
         self._client_id = client_id
         self._name = name
         self._will = will
         self._subscriptions = list(subscriptions)
         self._births = list(births)
-        self._on_message_handler = on_message
         self._on_published = on_published
         self._on_ready = on_ready
         self._on_taken_back = on_taken_back
         self._loop = loop if loop is not None else default_loop()
-        self._tls_context = _tls_context(options.tls) if options.tls is not None else None
+        self._tls_context = tls_context(options.tls) if options.tls is not None else None
         self.token = next(_link_tokens)  # unique for the process (id() values get reused)
         self.generation = 0  # counts successful connections
-        self.max_packet_size = 0  # the broker's limit from the MQTT v5 CONNACK; 0: none said
         self._metrics = metrics
         self._log = _log.bind(link=name, client_id=client_id, **(log_context or {}))
         self.v5 = options.protocol == "5"
         self.connected = threading.Event()
         self.ready = threading.Event()  # connected, subscribed and births sent
         self.last_error: str | None = None
-        self._failures = 0  # connect attempts failed since the last success
-        self._failure_logged_at: float | None = None
+        self._failures = ConnectFailures(options, self._log)
         self._lock = threading.Lock()  # births only
         self._backoff = Backoff(options.reconnect_min_delay, options.reconnect_max_delay)
         self.reconnect_delays: deque[float] = deque(maxlen=32)  # the last ones drawn
-        # Untracked publishes made while not connected, sent after the next CONNACK.
-        self._held: deque[_Held] = deque(maxlen=_HELD_LIMIT)
+        self._out = Publisher(v5=self.v5, metrics=metrics, log=self._log)
         # -- owned by the I/O loop's thread --
         self._conn: Connection | None = None
         self._attempt = 0  # numbers connection attempts; stale connector results are ignored
@@ -153,10 +147,8 @@ class MqttLink:
         self._final_mids: set[int] = set()
         self._stop_deadline = 0.0
         self._stopped = threading.Event()
-        self._topics: dict[str, bytes] = {}
-        self._qos2_inbound: set[int] = set()  # delivered, waiting for the broker's PUBREL
-        # manual_ack: QoS 1 packet ids in arrival order, True once handled (acked in order).
-        self._unacked: dict[int, bool] = {}
+        self._inbound = Deliveries(on_message, manual_ack=manual_ack, on_loop=self._on_loop,
+                                   log=self._log)
 
     # -- lifecycle (any thread) --------------------------------------------------------------
 
@@ -220,74 +212,30 @@ class MqttLink:
             return 0
         return self._publish_or_hold(item, tracked)
 
-    def _publish_or_hold(self, item: _Held, tracked: bool) -> int | None:
+    @property
+    def max_packet_size(self) -> int:
+        """The broker's limit from its MQTT v5 CONNACK; 0: none said."""
+        return self._out.max_packet_size
+
+    def _publish_or_hold(self, item: Held, tracked: bool) -> int | None:
         if tracked or self.connected.is_set() or self._state == "stopped":
-            return self._publish_item(item)
-        if len(self._held) == self._held.maxlen:
-            self._publish_failed(self._held[0][0], "too many publishes held while disconnected")
-        self._held.append(item)
+            return self._publish_now(item)
+        self._out.hold(item)  # untracked, while away: sent right after the next CONNACK
         return 0
 
     def _release_held(self) -> None:
         """Right after CONNACK: what was published while we were away, in order."""
-        while self._held and self.connected.is_set():
-            self._publish_item(self._held.popleft())
+        held = self._out.held
+        while held and self.connected.is_set():
+            self._publish_now(held.popleft())
 
-    def _publish_item(self, item: _Held) -> int | None:
-        topic, payload, qos, retain, props, correlation, kind, expiry = item
-        return self._publish_now(topic, payload, qos, retain, user_properties=props,
-                                 correlation_data=correlation, kind=kind,
-                                 expiry_interval=expiry)
-
-    def _publish_now(self, topic: str, payload: bytes, qos: int, retain: bool, *,
-                     user_properties: Sequence[tuple[str, str]] = (),
-                     correlation_data: bytes | None = None, kind: str = "message",
-                     expiry_interval: int | None = None) -> int | None:
+    def _publish_now(self, item: Held) -> int | None:
         conn = self._conn
         if (conn is None or self._state != "open"
-                or (self._stopping and kind not in ("status", "final"))):
-            self._publish_failed(topic, "not connected")
+                or (self._stopping and item[6] not in ("status", "final"))):
+            self._out.failed(item[0], "not connected")
             return None
-        properties: bytes | None = None
-        if self.v5:
-            properties = _NO_PROPERTIES
-            if user_properties or correlation_data is not None or expiry_interval is not None:
-                properties = encode_publish_properties(
-                    user_properties, correlation_data=correlation_data,
-                    expiry_interval=expiry_interval)
-        mid = 0
-        try:
-            name = self._topics.get(topic)
-            if name is None:
-                name = packets.check_topic(topic)
-                if len(self._topics) >= _TOPIC_CACHE:
-                    self._topics.clear()
-                self._topics[topic] = name
-            mid = conn.next_mid() if qos else 0
-            packet = packets.encode_publish(name, payload, qos=qos, mid=mid, retain=retain,
-                                            properties=properties)
-        except ValueError as exc:
-            conn.release_mid(mid)
-            self._publish_failed(topic, str(exc))
-            return None
-        limit = self.max_packet_size
-        if limit and len(packet) > limit:
-            conn.release_mid(mid)
-            self._publish_failed(topic, f"{len(packet)} bytes, over the broker's maximum "
-                                        f"packet size of {limit}")
-            return None
-        if qos:
-            conn.send_tracked(mid, packet)
-        else:
-            conn.out += packet
-        if self._metrics is not None:
-            self._metrics.mqtt_publish(kind)
-        return mid
-
-    def _publish_failed(self, topic: str, error: str) -> None:
-        if self._metrics is not None:
-            self._metrics.mqtt_publish_failures.inc()
-        self._log.warning("mqtt_publish_failed", topic=topic, error=error)
+        return self._out.send(conn, item)
 
     # -- connecting (the I/O loop's thread, but for the connector's blocking part) ------------
 
@@ -303,18 +251,9 @@ class MqttLink:
         attempt = self._attempt
         self._state = "connecting"
         o = self._options
-        # The broker drops us after 1.5 keepalives of silence and we ping after one: half the
-        # configured value makes it a bound on noticing a dead (black-holed) connection.
-        keepalive = max(1, o.keepalive // 2)
-        will = self._will
-        connect = packets.encode_connect(
-            self._client_id, keepalive=keepalive, v5=self.v5,
-            clean_start=self._session_expiry == 0,
-            session_expiry=self._session_expiry if self.v5 else 0,
-            maximum_packet_size=o.max_incoming_packet if self.v5 else 0,
-            username=o.username or None, password=o.password if o.username else None,
-            will=None if will is None else packets.Will(will.topic, will.payload, will.qos,
-                                                        will.retain))
+        keepalive = keepalive_for(o)
+        connect = connect_packet(o, self._client_id, will=self._will,
+                                 session_expiry=self._session_expiry)
         context = self._tls_context
 
         def blocking_connect() -> None:  # the connector thread
@@ -347,38 +286,8 @@ class MqttLink:
         if self._stopping:
             self._finish_stop()
             return
-        reason = describe_tls_failure(exc) if self._options.tls is not None else None
-        if reason is None and self._options.tls is not None and isinstance(
-                exc, ConnectionResetError | BrokenPipeError | ConnectionClosed):
-            reason = ("TLS: the broker closed the connection during the TLS handshake "
-                      "(a plain MQTT port, or it refused us)")
-        where = f"{self._options.host}:{self._options.port}"
-        if reason is not None:
-            error = f"{reason} [{where}]"
-            if error != self.last_error:
-                self._log.error("mqtt_tls_failed", reason=reason, host=self._options.host,
-                                port=self._options.port)
-            self.last_error = error
-        else:
-            self.last_error = f"cannot connect to {where}: {exc}"
-            self._log_connect_failure("mqtt_connect_failed", host=self._options.host,
-                                      port=self._options.port, reason=failure_reason(exc))
+        self.last_error = self._failures.failed(exc, last_error=self.last_error)
         self._wait_to_reconnect()
-
-    def _log_connect_failure(self, event: str, **fields: Any) -> None:
-        """Warn about the first failed attempt, then once per ``failure_log_interval`` with the
-        count since; the attempts in between go to debug."""
-        self._failures += 1
-        if self._stopping:
-            return
-        now = time.monotonic()
-        interval = self._options.failure_log_interval
-        if self._failure_logged_at is None or now - self._failure_logged_at >= interval:
-            self._failure_logged_at = now
-            self._log.warning(event, failed_attempts=self._failures,
-                              next_report_in_s=round(interval), **fields)
-        else:
-            self._log.debug(event, failed_attempts=self._failures, **fields)
 
     def _wait_to_reconnect(self) -> None:
         delay = self._backoff.next_delay()
@@ -444,7 +353,7 @@ class MqttLink:
         if isinstance(packet, packets.Ack):
             self._on_ack(conn, packet)
         elif isinstance(packet, packets.Publish):
-            self._on_publish_in(conn, packet)
+            self._inbound.publish(conn, packet)
         elif isinstance(packet, packets.Connack):
             self._on_connack(conn, packet)
         elif isinstance(packet, packets.Suback):
@@ -466,8 +375,8 @@ class MqttLink:
             return
         if not self._stopping:
             text = cause if isinstance(cause, str) else failure_reason(cause)
-            if (self._options.tls is not None and isinstance(cause, ssl.SSLError)
-                    and (tls := describe_tls_failure(cause)) is not None):
+            if isinstance(cause, BaseException) and (
+                    tls := tls_reason(self._options, cause)) is not None:
                 text = tls
                 self._log.error("mqtt_tls_failed", reason=tls)
             else:
@@ -482,8 +391,7 @@ class MqttLink:
         self._loop.unregister(conn.sock)
         conn.close()
         self._events = 0
-        self._qos2_inbound.clear()
-        self._unacked.clear()
+        self._inbound.ended()
         self.ready.clear()
         if self.connected.is_set():
             self.connected.clear()
@@ -502,7 +410,7 @@ class MqttLink:
         if connack.reason >= 0x80:
             name = packets.reason_name(connack.reason)
             self.last_error = f"broker refused the connection: {name}"
-            self._log_connect_failure("mqtt_connect_refused", reason=name)
+            self._failures.log("mqtt_connect_refused", quiet=self._stopping, reason=name)
             self._end_connection(report=False)
             if self._stopping:
                 self._finish_stop()
@@ -510,16 +418,15 @@ class MqttLink:
                 self._wait_to_reconnect()
             return
         self.last_error = None
-        if self._failures:
-            self._log.info("mqtt_connect_recovered", failed_attempts=self._failures)
-        self._failures, self._failure_logged_at = 0, None
+        self._failures.succeeded()
+        self._inbound.opened(conn, session_present=connack.session_present)
         self._backoff.reset()
         # A loss after a good connection draws its first delay from [min, 2 x min] already:
         # readers that lost the same broker do not come back in the same instant.
         self._backoff.attempts = 1
         self.generation += 1
         props = connack.properties
-        self.max_packet_size = int(props.get("MaximumPacketSize", 0))  # type: ignore[call-overload]
+        self._out.max_packet_size = int(props.get("MaximumPacketSize", 0))  # type: ignore[call-overload]
         receive_maximum = int(props.get("ReceiveMaximum", 65535))  # type: ignore[call-overload]
         conn.window = max(1, min(self._options.max_inflight, receive_maximum))
         server_keepalive = props.get("ServerKeepAlive")
@@ -560,7 +467,7 @@ class MqttLink:
         with self._lock:
             births = list(self._births)
         for birth in births:
-            self._publish_now(birth.topic, birth.payload, birth.qos, birth.retain, kind="status")
+            self._publish_now(_status(birth))
         self.ready.set()
         if self._on_ready is not None:
             self._on_ready(self)
@@ -568,8 +475,7 @@ class MqttLink:
     def _on_ack(self, conn: Connection, ack: packets.Ack) -> None:
         kind = ack.kind
         if kind == packets.PUBREL:  # the broker's QoS 2 delivery to us is complete
-            self._qos2_inbound.discard(ack.mid)
-            conn.out += packets.encode_ack(packets.PUBCOMP, ack.mid)
+            self._inbound.release(conn, ack.mid)
             return
         if kind == packets.PUBREC and ack.reason < 0x80:  # our QoS 2 publish, half way
             conn.out += packets.encode_ack(packets.PUBREL, ack.mid)
@@ -582,69 +488,11 @@ class MqttLink:
             failure = packets.reason_name(ack.reason) if ack.reason >= 0x80 else None
             self._on_published(self, ack.mid, failure)
 
-    def _on_publish_in(self, conn: Connection, message: packets.Publish) -> None:
-        if message.qos == 2:
-            if message.mid not in self._qos2_inbound:
-                self._qos2_inbound.add(message.mid)
-                self._deliver(message, None)
-            conn.out += packets.encode_ack(packets.PUBREC, message.mid)
-        elif message.qos == 1 and self._manual_ack and self._on_message_handler is not None:
-            if message.mid in self._unacked:
-                return  # still being handled: its ack will come
-            self._unacked[message.mid] = False
-            self._deliver(message, self._acker(conn, message.mid))
-        else:
-            self._deliver(message, None)
-            if message.qos == 1:
-                conn.out += packets.encode_ack(packets.PUBACK, message.mid)
-
-    def _acker(self, conn: Connection, mid: int) -> Callable[[], None]:
-        def handled() -> None:
-            self._on_loop(lambda: self._handled(conn, mid))
-        return handled
-
     def _on_loop(self, call: Callable[[], None]) -> None:
         if self._loop.in_loop():
             call()
         else:
             self._loop.call_soon(call)
-
-    def _handled(self, conn: Connection, mid: int) -> None:
-        if self._conn is not conn or mid not in self._unacked:
-            return  # that connection ended: the broker sends it again (persistent session)
-        self._unacked[mid] = True
-        for first, done in list(self._unacked.items()):  # in arrival order (MQTT §4.6)
-            if not done:
-                break
-            del self._unacked[first]
-            conn.out += packets.encode_ack(packets.PUBACK, first)
-
-    def _deliver(self, message: packets.Publish, ack: Callable[[], None] | None) -> None:
-        handler = self._on_message_handler
-        if handler is None:
-            return
-        props = message.properties
-        response_topic = props.get("ResponseTopic")
-        correlation = props.get("CorrelationData")
-        expiry = props.get("MessageExpiryInterval")
-        inbound = InboundMessage(
-            topic=message.topic,
-            payload=message.payload,
-            retain=message.retain,
-            qos=message.qos,
-            received_at=time.monotonic(),
-            response_topic=response_topic if isinstance(response_topic, str) else None,
-            correlation_data=correlation if isinstance(correlation, bytes) else None,
-            expiry_interval=expiry if isinstance(expiry, int) else None,
-            duplicate=message.dup,
-            ack=ack,
-        )
-        try:
-            handler(inbound)
-        except Exception:  # a handler bug must not stop the I/O loop
-            self._log.exception("mqtt_handler_failed", topic=message.topic)
-            if ack is not None:
-                ack()  # nobody else will: it would hold back every later acknowledgement
 
     # -- stopping (the I/O loop's thread) -----------------------------------------------------
 
@@ -658,8 +506,7 @@ class MqttLink:
             return  # a connect in progress finishes the stop when it returns
         self._stop_deadline = time.monotonic() + timeout
         for publication in final:
-            mid = self._publish_now(publication.topic, publication.payload, publication.qos,
-                                    publication.retain, kind="status")
+            mid = self._publish_now(_status(publication))
             if mid and publication.qos:
                 self._final_mids.add(mid)
         self._loop.wake()
@@ -688,16 +535,9 @@ class MqttLink:
             self._metrics.mqtt_connected.labels(self._name).inc(delta)
 
 
-def _tls_context(tls: TlsOptions) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if tls.ca_file:
-        context.load_verify_locations(cafile=tls.ca_file)
-    else:
-        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
-    if tls.cert_file:
-        context.load_cert_chain(tls.cert_file, tls.key_file, password=tls.key_password)
-    context.check_hostname = tls.check_hostname
-    return context
+def _status(publication: Publication) -> Held:
+    return (publication.topic, publication.payload, publication.qos, publication.retain, (),
+            None, "status", None)
 
 
 __all__ = [

@@ -8,7 +8,11 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bridge.mqtt.link import describe_tls_failure, encode_publish_properties, publish_packet_size
+from bridge.mqtt.encoding import (
+    describe_tls_failure,
+    encode_publish_properties,
+    publish_packet_size,
+)
 
 
 def _paho_size(topic: str, payload: bytes, props: list[tuple[str, str]], expiry: int | None,
