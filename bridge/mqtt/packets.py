@@ -115,6 +115,8 @@ def decode_properties(data: bytes, at: int) -> tuple[Properties, int]:
         name, kind = known
         value: object
         if kind == _BYTE:
+            if at >= end:
+                raise MalformedPacket(f"property {name} runs past its block")
             value, at = data[at], at + 1
         elif kind == _TWO:
             value, at = int.from_bytes(data[at:at + 2], "big"), at + 2
@@ -370,7 +372,11 @@ class PacketReader:
         topic, at = _string(body, 0)
         mid = 0
         if qos:
+            if at + 2 > len(body):
+                raise MalformedPacket("PUBLISH cut short in its packet identifier")
             mid, at = int.from_bytes(body[at:at + 2], "big"), at + 2
+            if not mid:  # §2.2.1: QoS > 0 has a non-zero identifier
+                raise MalformedPacket("PUBLISH with QoS > 0 and packet identifier 0")
         props: Properties = {}
         if self.v5:
             props, at = decode_properties(body, at)

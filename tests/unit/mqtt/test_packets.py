@@ -503,12 +503,12 @@ def test_any_split_decodes_the_same(cuts):
     ("30 04 0002 ff fe", "UTF-8"),                         # topic not UTF-8
     ("30 03 0005 74", "truncated"),                        # topic longer than the packet
     ("30 01 00", "truncated"),
-    ("32 04 0001 74 00", "truncated"),                     # packet identifier cut short
+    ("32 04 0001 74 00", "cut short"),                     # packet identifier cut short
     ("20 01 00", "short CONNACK"),
     ("20 05 00 00 02 7f 00", "unknown property 0x7F"),
     ("20 05 00 00 05 21 00", "run past"),                 # property block past the packet
     ("20 05 00 00 02 21 00", "past its block"),            # a two-byte property cut short
-    ("20 04 00 00 01 24", "truncated"),                    # a byte property with no byte
+    ("20 04 00 00 01 24", "past its block"),               # a byte property with no byte
     ("20 07 00 00 04 12 0005 61", "truncated string"),
     ("20 06 00 00 03 26 0000", "truncated string length"),  # user property without value
     ("20 09 00 00 06 1f 0002 c328 00", "UTF-8"),          # reason string not UTF-8
