@@ -480,7 +480,8 @@ class MqttLink:
         self._loop.unregister(conn.sock)
         conn.close()
         self._events = 0
-        self._qos2_inbound.clear()
+        if not self._session_expiry:  # a kept session may resume the QoS 2 deliveries
+            self._qos2_inbound.clear()
         self._unacked.clear()
         self.ready.clear()
         if self.connected.is_set():
@@ -516,6 +517,8 @@ class MqttLink:
         # readers that lost the same broker do not come back in the same instant.
         self._backoff.attempts = 1
         self.generation += 1
+        if not connack.session_present:  # QoS 2 deliveries in progress went with the session
+            self._qos2_inbound.clear()
         props = connack.properties
         self.max_packet_size = int(props.get("MaximumPacketSize", 0))  # type: ignore[call-overload]
         receive_maximum = int(props.get("ReceiveMaximum", 65535))  # type: ignore[call-overload]
