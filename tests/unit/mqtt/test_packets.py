@@ -562,3 +562,50 @@ def test_random_bodies_behind_a_valid_header_only_ever_raise_malformed_packet(fi
     # Random bytes rarely get past the fixed header; these reach every decoder.
     with contextlib.suppress(MalformedPacket):
         PacketReader(v5=v5).feed(bytes((first, len(body))) + body)
+
+
+# -- what the specs call malformed that a lenient decoder would pass ---------------------------
+
+
+@pytest.mark.parametrize("data", [
+    "41 02 0001",      # PUBACK with reserved flags set (§2.1.3: must be 0000)
+    "51 02 0001",      # PUBREC
+    "60 02 0001",      # PUBREL must carry 0010 (§3.6.1)
+    "71 02 0001",      # PUBCOMP
+    "21 02 00 00",     # CONNACK
+    "92 03 0001 00",   # SUBACK
+    "d1 00",           # PINGRESP
+    "e8 00",           # DISCONNECT
+])
+def test_reserved_fixed_header_flags_are_malformed(data):
+    with pytest.raises(MalformedPacket, match="flags"):
+        PacketReader(v5=True).feed(H(data))
+
+
+@pytest.mark.parametrize("v5", [False, True])
+def test_a_string_with_nul_is_malformed(v5):
+    # §1.5.4 [MQTT-1.5.4-2]: a UTF-8 string must not hold U+0000.
+    body = H("0003 61 00 62") + (b"\x00" if v5 else b"") + b"p"
+    with pytest.raises(MalformedPacket, match="U\\+0000"):
+        PacketReader(v5=v5).feed(bytes((0x30, len(body))) + body)
+
+
+@pytest.mark.parametrize("v5", [False, True])
+def test_an_inbound_publish_with_an_empty_topic_is_malformed(v5):
+    # §4.7.3: a topic name has at least one character; with v5 an empty one needs a Topic
+    # Alias, which we never allow (no Topic Alias Maximum in our CONNECT: 0).
+    body = H("0000") + (b"\x00" if v5 else b"") + b"p"
+    with pytest.raises(MalformedPacket, match="empty topic"):
+        PacketReader(v5=v5).feed(bytes((0x30, len(body))) + body)
+
+
+def test_an_inbound_topic_alias_we_never_allowed_is_malformed():
+    body = H("0001 74 03 23 0001") + b"p"  # Topic Alias 1 (§3.3.2.3.4)
+    with pytest.raises(MalformedPacket, match="Topic Alias"):
+        PacketReader(v5=True).feed(bytes((0x30, len(body))) + body)
+
+
+def test_an_inbound_topic_with_a_wildcard_is_malformed():
+    # [MQTT-3.3.2-2]: the topic name in a PUBLISH must not contain wildcards.
+    with pytest.raises(MalformedPacket, match="wildcard"):
+        PacketReader(v5=False).feed(H("30 06 0003 612f23 70"))
