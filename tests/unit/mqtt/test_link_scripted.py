@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import structlog.testing
 
 from bridge.mqtt import packets
 from bridge.mqtt.link import LinkOptions, MqttLink
@@ -249,3 +250,23 @@ def test_a_refused_puback_reaches_on_published_with_its_reason(scripted, loop):
                              (int.from_bytes(mid2, "big"), None)]
     finally:
         link.stop()
+
+
+def test_the_connected_log_says_whether_the_broker_resumed_the_session(scripted, loop):
+    # With session_expiry, "session_present=False" after a reconnect tells an operator that
+    # what the broker had queued for us is gone (a broker restart without persistence).
+    with structlog.testing.capture_logs() as events:
+        link = _link(scripted, loop, session_expiry=300)
+        link.start()
+        try:
+            peer = scripted.accept()
+            peer.handshake(H("20 03 00 00 00"))
+            assert link.wait_ready(WAIT)
+            peer.close()
+            peer = scripted.accept()
+            peer.handshake(H("20 03 01 00 00"))
+            assert wait_until(lambda: link.generation == 2 and link.ready.is_set(), WAIT)
+        finally:
+            link.stop()
+    connected = [e for e in events if e["event"] == "mqtt_connected"]
+    assert [e.get("session_present") for e in connected] == [False, True]
