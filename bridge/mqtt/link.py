@@ -434,7 +434,8 @@ class MqttLink:
             conn.keepalive = server_keepalive
         if self.generation > 1 and self._metrics is not None:
             self._metrics.mqtt_reconnects.inc()
-        self._log.info("mqtt_connected", reconnect=self.generation > 1)
+        self._log.info("mqtt_connected", reconnect=self.generation > 1,
+                       session_present=connack.session_present)
         if self._options.password_in_clear:
             self._log.warning("mqtt_password_sent_in_clear", host=self._options.host,
                               setting="mqtt.allow_password_without_tls")

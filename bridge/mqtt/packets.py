@@ -94,6 +94,8 @@ def _string_bytes(data: bytes, at: int) -> tuple[bytes, int]:
 
 def _string(data: bytes, at: int) -> tuple[str, int]:
     raw, at = _string_bytes(data, at)
+    if b"\0" in raw:  # [MQTT-1.5.4-2]
+        raise MalformedPacket("string holds U+0000")
     try:
         return raw.decode(), at
     except UnicodeDecodeError as exc:
@@ -115,6 +117,8 @@ def decode_properties(data: bytes, at: int) -> tuple[Properties, int]:
         name, kind = known
         value: object
         if kind == _BYTE:
+            if at >= end:
+                raise MalformedPacket(f"property {name} runs past its block")
             value, at = data[at], at + 1
         elif kind == _TWO:
             value, at = int.from_bytes(data[at:at + 2], "big"), at + 2
@@ -296,6 +300,10 @@ class Pingresp:
 
 Packet = Connack | Suback | Publish | Ack | Disconnect | Pingresp
 
+# The fixed header's low four bits where they are reserved (§2.1.3): anything else is malformed.
+_FLAGS: Final = {CONNACK: 0, PUBACK: 0, PUBREC: 0, PUBREL: 2, PUBCOMP: 0, SUBACK: 0,
+                 PINGRESP: 0, DISCONNECT: 0}
+
 # MQTT 3.1.1 CONNACK return codes as the v5 reason codes that mean the same (§3.2.2.3).
 _V3_CONNACK: Final = {0: 0x00, 1: 0x84, 2: 0x85, 3: 0x88, 4: 0x86, 5: 0x87}
 
@@ -332,8 +340,7 @@ class PacketReader:
                                       f"{self._max_packet} accepted")
             if start + length > end:
                 break
-            kind = first & 0xF0
-            if kind == PUBACK and length == 2:  # the hot path: a successful PUBACK
+            if first == PUBACK and length == 2:  # the hot path: a successful PUBACK
                 packets.append(Ack(PUBACK, (data[start] << 8) | data[start + 1]))
             else:
                 packets.append(self._decode(first, data[start:start + length]))
@@ -343,6 +350,9 @@ class PacketReader:
 
     def _decode(self, first: int, body: bytes) -> Packet:
         kind = first & 0xF0
+        flags = _FLAGS.get(kind)
+        if flags is not None and first & 0x0F != flags:
+            raise MalformedPacket(f"reserved flags 0x{first & 0x0F:X} on packet 0x{kind:02X}")
         try:
             if kind == PUBLISH:
                 return self._publish(first, body)
@@ -380,10 +390,20 @@ class PacketReader:
         topic, at = _string(body, 0)
         mid = 0
         if qos:
+            if at + 2 > len(body):
+                raise MalformedPacket("PUBLISH cut short in its packet identifier")
             mid, at = int.from_bytes(body[at:at + 2], "big"), at + 2
+            if not mid:  # §2.2.1: QoS > 0 has a non-zero identifier
+                raise MalformedPacket("PUBLISH with QoS > 0 and packet identifier 0")
         props: Properties = {}
         if self.v5:
             props, at = decode_properties(body, at)
+            if "TopicAlias" in props:  # our CONNECT allows none (Topic Alias Maximum 0)
+                raise MalformedPacket("PUBLISH with a Topic Alias we never allowed")
+        if not topic:
+            raise MalformedPacket("PUBLISH with an empty topic")
+        if "+" in topic or "#" in topic:
+            raise MalformedPacket(f"PUBLISH topic with a wildcard: {topic!r}")
         return Publish(topic, body[at:], qos, bool(first & 1), bool(first & 0x08), mid, props)
 
 

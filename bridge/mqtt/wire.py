@@ -89,6 +89,7 @@ class Connection:
         self._waiting: deque[tuple[int, bytes]] = deque()
         self._used: set[int] = set()  # identifiers in flight, waiting, or on a SUBSCRIBE
         self._mid = 0
+        self._eof = False
 
     # -- packet identifiers and the window -------------------------------------------------------
 
@@ -136,6 +137,8 @@ class Connection:
     def read(self, now: float) -> list[Packet]:
         """Everything the socket has now, as packets; raises ``ConnectionClosed`` at EOF,
         ``OSError``/``ssl.SSLError`` on a broken connection, ``MalformedPacket`` on garbage."""
+        if self._eof:
+            raise ConnectionClosed("the broker closed the connection")
         packets: list[Packet] = []
         sock = self.sock
         while True:
@@ -144,6 +147,9 @@ class Connection:
             except _NO_DATA:
                 break
             if not data:
+                if packets:  # what came before the EOF first (a DISCONNECT saying why)
+                    self._eof = True
+                    break
                 raise ConnectionClosed("the broker closed the connection")
             self.last_in = now
             packets += self.reader.feed(data)
