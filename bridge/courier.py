@@ -408,7 +408,8 @@ class Courier:
             expiry = entry.expiry_interval(outbox.limits.ttl, now) if carrier.v5 else None
             if limit:  # sized only when there is a limit to hold it against
                 size = publish_packet_size(entry.topic, entry.payload, properties if carrier.v5
-                                           else (), qos=self.options.qos, expiry=expiry)
+                                           else (), qos=self.options.qos, expiry=expiry,
+                                           v5=carrier.v5)
                 if size > limit:
                     _log.error("outbox_message_oversize", serial=entry.serial, size=size,
                                limit=limit)

@@ -16,16 +16,18 @@ def publish_packet_size(
     qos: int = 1,
     expiry: int | None = None,
     correlation_data: bytes | None = None,
+    v5: bool = False,
 ) -> int:
-    """Bytes of the PUBLISH packet on the wire, to hold against the broker's maximum."""
+    """Bytes of the PUBLISH packet on the wire, to hold against the broker's maximum (``v5``:
+    the property length is there even with no property)."""
     properties = sum(5 + len(k.encode()) + len(v.encode()) for k, v in user_properties)
     if expiry is not None:
         properties += 5
     if correlation_data is not None:
         properties += 3 + len(correlation_data)
     remaining = 2 + len(topic.encode()) + (2 if qos else 0) + len(payload)
-    if user_properties or expiry is not None or correlation_data is not None:
-        remaining += len(encode_varint(properties)) + properties
+    if v5 or user_properties or expiry is not None or correlation_data is not None:
+        remaining += len(encode_varint(properties)) + properties  # v5: at least its length
     return 1 + len(encode_varint(remaining)) + remaining
 
 

@@ -56,6 +56,7 @@ _log = structlog.get_logger("bridge.mqtt")
 
 # How long stop() waits for the final publishes (retained "disconnected") to be acknowledged.
 STOP_PUBLISH_TIMEOUT: Final = 3.0
+_STABLE_AFTER: Final = 10.0  # seconds a connection lasts before the backoff starts over
 _READ: Final = 1  # selectors.EVENT_READ
 _WRITE: Final = 2  # selectors.EVENT_WRITE
 
@@ -147,6 +148,7 @@ class MqttLink:
         self._final_mids: set[int] = set()
         self._stop_deadline = 0.0
         self._stopped = threading.Event()
+        self._connected_at = 0.0
         self._inbound = Deliveries(on_message, manual_ack=manual_ack, on_loop=self._on_loop,
                                    log=self._log)
 
@@ -388,6 +390,13 @@ class MqttLink:
         conn, self._conn = self._conn, None
         if conn is None:
             return
+        if self.connected.is_set() and time.monotonic() - self._connected_at >= _STABLE_AFTER:
+            # A loss after a lasting connection draws its first delay from [min, 2 x min]:
+            # readers that lost the same broker do not come back in the same instant. One
+            # the broker ends at once (session taken over, a setting it refuses) keeps
+            # backing off instead of reconnecting at the minimum delay forever.
+            self._backoff.reset()
+            self._backoff.attempts = 1
         self._loop.unregister(conn.sock)
         conn.close()
         self._events = 0
@@ -420,13 +429,10 @@ class MqttLink:
         self.last_error = None
         self._failures.succeeded()
         self._inbound.opened(conn, session_present=connack.session_present)
-        self._backoff.reset()
-        # A loss after a good connection draws its first delay from [min, 2 x min] already:
-        # readers that lost the same broker do not come back in the same instant.
-        self._backoff.attempts = 1
+        self._connected_at = time.monotonic()  # the backoff restarts if this one lasts
         self.generation += 1
         props = connack.properties
-        self._out.max_packet_size = int(props.get("MaximumPacketSize", 0))  # type: ignore[call-overload]
+        self._out.limits(props, self._log)
         receive_maximum = int(props.get("ReceiveMaximum", 65535))  # type: ignore[call-overload]
         conn.window = max(1, min(self._options.max_inflight, receive_maximum))
         server_keepalive = props.get("ServerKeepAlive")

@@ -26,10 +26,27 @@ class Publisher:
     def __init__(self, *, v5: bool, metrics: Metrics | None, log: Any) -> None:
         self.v5 = v5
         self.max_packet_size = 0  # the broker's limit from its v5 CONNACK; 0: none said
+        self.max_qos = 2  # its Maximum QoS
+        self.retain_available = True
         self.held: deque[Held] = deque(maxlen=HELD_LIMIT)
         self._metrics = metrics
         self._log = log
         self._topics: dict[str, bytes] = {}
+
+    def limits(self, connack_properties: dict[str, object], log: Any) -> None:
+        """What the broker's v5 CONNACK allows (§3.2.2.3): a publish above its Maximum QoS,
+        or retained where it has none, is a protocol error it disconnects us for."""
+        size = connack_properties.get("MaximumPacketSize", 0)
+        qos = connack_properties.get("MaximumQoS", 2)
+        retain = connack_properties.get("RetainAvailable", 1)
+        self.max_packet_size = size if isinstance(size, int) else 0
+        self.max_qos = qos if isinstance(qos, int) else 2
+        self.retain_available = retain != 0
+        if self.max_qos < 2 or not self.retain_available:
+            log.warning("mqtt_broker_limits", maximum_qos=self.max_qos,
+                        retain_available=self.retain_available,
+                        effect="publishes above it go at its maximum QoS; retained ones "
+                               "unretained (Status is then not kept for late subscribers)")
 
     def hold(self, item: Held) -> None:
         if len(self.held) == self.held.maxlen:
@@ -39,6 +56,9 @@ class Publisher:
     def send(self, conn: Connection, item: Held) -> int | None:
         """Encode ``item`` onto ``conn``: its packet id (0 at QoS 0), or None if refused."""
         topic, payload, qos, retain, user_properties, correlation, kind, expiry = item
+        qos = min(qos, self.max_qos)
+        if retain and not self.retain_available:
+            retain = False
         properties: bytes | None = None
         if self.v5:
             properties = _NO_PROPERTIES

@@ -104,9 +104,9 @@ def loop() -> Iterator[IoLoop]:
 
 
 def _link(scripted: ScriptedBroker, loop: IoLoop, **kwargs: Any) -> MqttLink:
-    options = kwargs.pop("options", {})
-    return MqttLink(LinkOptions(host="127.0.0.1", port=scripted.port, reconnect_min_delay=0.05,
-                                reconnect_max_delay=0.1, **options),
+    options = {"reconnect_min_delay": 0.05, "reconnect_max_delay": 0.1,
+               **kwargs.pop("options", {})}
+    return MqttLink(LinkOptions(host="127.0.0.1", port=scripted.port, **options),
                     client_id="scripted", name="bridge", loop=loop, **kwargs)
 
 
@@ -270,3 +270,40 @@ def test_the_connected_log_says_whether_the_broker_resumed_the_session(scripted,
             link.stop()
     connected = [e for e in events if e["event"] == "mqtt_connected"]
     assert [e.get("session_present") for e in connected] == [False, True]
+
+
+def test_a_broker_that_ends_each_connection_at_once_meets_a_growing_backoff(scripted, loop):
+    # Session taken over, a setting the broker refuses...: reconnecting at the minimum delay
+    # after every good CONNACK would hammer it forever. Only a lasting connection starts over.
+    link = _link(scripted, loop, options={"reconnect_min_delay": 0.02,
+                                          "reconnect_max_delay": 0.64})
+    link.start()
+    try:
+        for _ in range(6):
+            peer = scripted.accept()
+            peer.handshake()
+            assert wait_until(link.connected.is_set, WAIT)
+            peer.send(H("e0 01 8e"))  # Session taken over
+            peer.close()
+            assert wait_until(lambda: not link.connected.is_set(), WAIT)
+        delays = list(link.reconnect_delays)[-6:]
+        assert len(delays) == 6
+        assert max(delays[-2:]) > 0.04, delays  # beyond [min, 2 x min]: it has grown
+    finally:
+        link.stop()
+
+
+def test_publishes_respect_the_brokers_maximum_qos_and_retain_available(scripted, loop):
+    link = _link(scripted, loop)
+    link.start()
+    try:
+        peer = scripted.accept()
+        # CONNACK, properties: Maximum QoS 0 (0x24), Retain Available 0 (0x25)
+        peer.handshake(H("20 07 00 00 04 24 00 25 00"))
+        assert link.wait_ready(WAIT)
+        loop.call_soon(lambda: link.publish("s/1", b"x", qos=1, retain=True))
+        publish = peer.packet()
+        assert publish[0] == 0x30  # QoS 0, not retained: what this broker takes
+        assert link.connected.is_set()
+    finally:
+        link.stop()

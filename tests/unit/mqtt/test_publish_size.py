@@ -83,3 +83,14 @@ def test_encoded_properties_match_paho(expiry, correlation, pairs):
     decoded = Properties(PacketTypes.PUBLISH)
     decoded.unpack(ours)
     assert getattr(decoded, "UserProperty", []) == pairs
+
+
+@pytest.mark.parametrize("v5", [False, True])
+@pytest.mark.parametrize("size", [0, 100, 20_000])
+def test_size_matches_our_own_packet_with_no_properties(v5, size):
+    from bridge.mqtt.packets import check_topic, encode_publish  # noqa: PLC0415
+
+    topic = "MagTek/Device/DynaFlexII/B123456/MMSMessage"
+    packet = encode_publish(check_topic(topic), b"A" * size, qos=1, mid=1,
+                            properties=b"\x00" if v5 else None)
+    assert publish_packet_size(topic, b"A" * size, qos=1, v5=v5) == len(packet)
