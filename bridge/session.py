@@ -1,23 +1,25 @@
 """One reader, end to end: HID reports <-> MMS messages <-> its own MQTT session.
 
-Threads (each named after the reader and strongly referenced here):
-- ``reader[<path>]`` runs ``run()``: open, identify, connect MQTT, then write commands one
-  whole message at a time, waiting for each response (PROTOCOL.md §2.2: the device services one
-  command at a time), until the reader goes away or the bridge stops. It sleeps on a queue and
-  on events, never polls. It is its own thread because a HID write blocks and a wedged device
-  may block it for good: that must stall neither the other readers nor the I/O loop (and the
-  watchdog sees it: ``writer_busy_since``).
-- ``hid-read[<path>]`` only reads reports and reassembles messages, and hands each whole
-  message to the courier (the I/O loop takes what came since its last turn as one batch).
-The I/O loop's thread (``bridge.mqtt.loop``) validates inbound commands and queues them
-(bounded) for the writer; it also owns the outboxes and every MQTT connection.
+One thread per reader, ``hid-read[<path>]`` (strongly referenced here): it opens the reader,
+identifies it (writes get-serial/get-firmware and reads the responses itself), connects the
+reader's MQTT session, then only reads reports, reassembles messages and hands each whole
+message to the courier (the I/O loop takes what came since its last turn as one batch).
+
+Commands go the other way without a thread of their own: the I/O loop's thread validates them
+and runs the reader's ``CommandPipeline`` (one command at a time, response timer on the loop);
+the blocking HID write runs on the process's shared ``HidWriter`` thread, so a wedged device
+stalls neither the loop nor other readers, and the watchdog sees it (``writer_busy_since``).
+
+The transport is closed by whichever of its users (the read thread, a write in progress, the
+session's shutdown) comes last: hidapi frees the device in ``hid_close``, so closing under a
+read or a write is a use-after-free. A read or write that never returns must not keep the
+session from ending either: a loop timer then ends it on a short-lived ``reader-stop`` thread
+(``_rescue``), and the stuck thread closes the handle when it comes back.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -28,8 +30,10 @@ from typing import Final, Protocol
 import structlog
 
 from bridge import __version__
+from bridge.command_pipeline import CommandPipeline
 from bridge.courier import Courier
 from bridge.errors import DeviceGoneError, ProtocolError, TransportError
+from bridge.hid_writer import HidWriter, Progress
 from bridge.intake import Command, Rejection, clears_retained_command, validate_command
 from bridge.metrics import Metrics
 from bridge.mms import (
@@ -43,6 +47,7 @@ from bridge.mms import (
 )
 from bridge.mms import commands as mms_commands
 from bridge.mqtt.link import InboundMessage, LinkOptions, MqttLink, Publication
+from bridge.mqtt.loop import IoLoop, TimerHandle, default_loop
 from bridge.mqtt.topics import ReaderTopics, model_segment, reader_root
 from bridge.refusals import RefusalReporter
 from bridge.throttle import ErrorReport, TokenBucket
@@ -54,10 +59,9 @@ STATUS_CONNECTED: Final = b"connected"
 STATUS_DISCONNECTED: Final = b"disconnected"
 _IDENTIFY_REF: Final = 0xB5  # the reference MagTek's own device client uses (PROTOCOL.md §4)
 _FIRMWARE_REF: Final = 0x02
-_STOP: Final = object()
 # Messages held while the reader is being identified.
-EARLY_MESSAGE_LIMIT: Final = 256  # wakes the writer
-_READ_EXIT_GRACE: Final = 2.0  # seconds beyond ``read_timeout`` to wait for the read thread
+EARLY_MESSAGE_LIMIT: Final = 256
+_READ_EXIT_GRACE: Final = 2.0  # seconds beyond ``read_timeout`` before a stuck thread is left
 RATE_LIMITED: Final = Rejection(
     "rate_limited", "more commands than this reader takes (readers.command_rate); not run")
 
@@ -129,6 +133,7 @@ class ReaderSession:
         on_identified: Callable[[ReaderSession], None] | None = None,
         before_connect: Callable[[ReaderSession], None] | None = None,
         observers: tuple[ReaderObserver, ...] = (),
+        writer: HidWriter | None = None,
     ) -> None:
         self.transport = transport
         self.options = options
@@ -142,6 +147,10 @@ class ReaderSession:
         self._observers = observers
         self.info = transport.info
         self._log = _log.bind(path=self.info.path)
+        self._loop: IoLoop = courier.loop if courier.loop is not None else default_loop()
+        # A session on its own (tests, tools) brings its own writer and stops it at the end.
+        self._own_writer = writer is None
+        self._writer = writer if writer is not None else HidWriter(self._loop)
         self.identity: ReaderIdentity | None = None
         self.topics: ReaderTopics | None = None
         self.link: MqttLink | None = None
@@ -149,56 +158,58 @@ class ReaderSession:
         self._reassembler = Reassembler(
             report_len=transport.report_len, max_message_size=options.max_message_size
         )
-        self._commands: queue.Queue[object] = queue.Queue(maxsize=options.command_queue_size)
-        # What clients publish is admitted and refused under this lock only (paho's thread and
+        # What clients publish is admitted and refused under this lock only (the I/O loop and
         # the WebSocket thread both submit); a refusal costs a counter, not a parse or a line.
         self._intake_lock = threading.Lock()
         self._bucket = TokenBucket(options.command_rate, options.command_burst)
         self._refusals = RefusalReporter(interval=options.error_interval,
                                          burst=options.error_burst, send=self._report_refusal,
                                          summary_topic="SendCommand")
-        self._pending: dict[tuple[int, int], Command] = {}
-        self._pending_lock = threading.Lock()
-        self._response_seen = threading.Event()  # set by the read thread or by stop()
-        self._write_lock = threading.Lock()
-        self._waiter: tuple[tuple[int, int], threading.Event, list[Message]] | None = None
+        self._pipeline = CommandPipeline(
+            loop=self._loop, write=self._write_off_loop,
+            response_timeout=options.command_timeout, capacity=options.command_queue_size,
+            metrics=metrics, refuse=self._refuse_queued, answer=self._answer, log=self._log)
+        # The read thread's own state during identification (no other thread touches it).
+        self._awaited: tuple[int, int] | None = None
+        self._answer_box: Message | None = None
+        self._serial_known = False
         self._early: list[tuple[bytes, Message | None]] = []
-        self._publish_lock = threading.Lock()
         self.stopping = threading.Event()
         self.gone = threading.Event()
         self.finished = threading.Event()
         self.failure: str | None = None
         self.read_heartbeat = time.monotonic()
-        # When the writer took the command (or request) it is busy with; None while it waits
-        # for one. Busy longer than ``writer_limit`` means a write that does not return.
+        # When the report being written to this reader was handed to the device; None when no
+        # write is in progress. Longer than ``writer_limit`` means a write that does not return.
         self.writer_busy_since: float | None = None
         self.writer_limit = max(options.command_timeout, options.identify_timeout)
         self._threads: list[threading.Thread] = []
-        # hidapi frees the device in ``hid_close``: closing while the read thread sits in
-        # ``hid_read_timeout`` is a use-after-free. The handle is closed by whichever of
-        # ``_shutdown`` and the read thread comes last, decided under this lock.
+        # Users of the transport (the read thread for its whole life, each write in progress);
+        # the handle is closed once closing was asked for and the last user has left.
         self._transport_lock = threading.Lock()
-        self._reading = False
-        self._close_pending = False
+        self._users = 0
+        self._close_requested = False
+        self._shutdown_claimed = False
+        self._rescue_timer: TimerHandle | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        thread = threading.Thread(target=self.run, name=f"reader[{self.info.path}]", daemon=True)
+        self._users = 1  # the read thread, from before it starts (it opens the handle)
+        thread = threading.Thread(target=self._run, name=f"hid-read[{self.info.path}]",
+                                  daemon=True)
         self._threads.append(thread)
         thread.start()
 
     def stop(self) -> None:
         """Ask the session to end; ``finished`` is set once it has cleaned up."""
+        if self.stopping.is_set():
+            return
         self.stopping.set()
-        self._wake_writer()
-        self._interrupt_waits()
-
-    def _interrupt_waits(self) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            waiter[1].set()
-        self._response_seen.set()
+        # The read thread notices within ``read_timeout``; if a wedged device keeps it inside
+        # a read or a write, the loop ends the session without it.
+        self._rescue_timer = self._loop.call_later(
+            self.options.read_timeout + _READ_EXIT_GRACE, self._rescue)
 
     def join(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -209,36 +220,80 @@ class ReaderSession:
     def alive(self) -> bool:
         return not self.finished.is_set()
 
-    def run(self) -> None:
+    def _run(self) -> None:
+        """The read thread: open, identify, connect, then read until the end."""
         try:
             self.transport.open()
-            reader = threading.Thread(
-                target=self._read_thread, name=f"hid-read[{self.info.path}]", daemon=True
-            )
-            self._threads.append(reader)
-            with self._transport_lock:
-                self._reading = True
-            reader.start()
-            self.identity = self._identify()
+            identify_budget = (self.options.identify_timeout * (self.options.identify_attempts + 1)
+                               + self.options.read_timeout + _READ_EXIT_GRACE)
+            overdue = self._loop.call_later(identify_budget, self._identify_overdue)
+            try:
+                self.identity = self._identify()
+            finally:
+                overdue.cancel()
             if self._before_connect is not None:
                 self._before_connect(self)
-            self._connect_mqtt(self.identity)
-            self._write_loop()
+            if not self.stopping.is_set():
+                self._connect_mqtt(self.identity)
+                self._pipeline.start()
+                self._read_loop()
         except ReaderGone:
-            self.failure = "reader unplugged during identification"
+            self._fail("reader unplugged during identification")
         except TransportError as exc:
-            self.failure = f"transport: {exc}"
-            self._metrics.reader_open_failures.labels("transport").inc()
-            self._log.warning("reader_open_failed", error=str(exc))
+            if self._fail(f"transport: {exc}"):
+                self._metrics.reader_open_failures.labels("transport").inc()
+                self._log.warning("reader_open_failed", error=str(exc))
         except _IdentifyError as exc:
-            self.failure = str(exc)
-            self._metrics.reader_open_failures.labels("identify").inc()
-            self._log.warning("reader_identify_failed", error=str(exc))
+            if self._fail(str(exc)):
+                self._metrics.reader_open_failures.labels("identify").inc()
+                self._log.warning("reader_identify_failed", error=str(exc))
         finally:
-            self._shutdown()
+            if self._claim_shutdown():
+                self._shutdown()
+            self._reset_reassembler()
+            self._leave_transport()
+
+    def _fail(self, failure: str) -> bool:
+        """Record why the session ends; False when the rescue already gave a reason."""
+        if self.failure is not None:
+            return False
+        self.failure = failure
+        return True
+
+    def _identify_overdue(self) -> None:
+        # The loop: identification should have ended by now, so the read thread is inside a
+        # read that does not return. A write that does not return is left to the watchdog
+        # (the session stays, busy): reopening the reader would strand one thread per retry.
+        if self.identity is not None or self.finished.is_set():
+            return
+        if self.writer_busy_since is not None:
+            return
+        self._fail("reader did not answer the get-serial request" if not self._serial_known
+                   else "reader stopped answering during identification")
+        self.stopping.set()
+        self._rescue()
+
+    def _rescue(self) -> None:
+        """The loop: end the session for a read thread stuck in the device (it blocks on the
+        link and the courier, so on a short-lived thread of its own, never the loop's)."""
+        if not self._claim_shutdown():
+            return
+        self._log.warning("reader_read_slow_to_stop")
+        thread = threading.Thread(target=self._shutdown, name=f"reader-stop[{self.info.path}]",
+                                  daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _claim_shutdown(self) -> bool:
+        with self._transport_lock:
+            claimed, self._shutdown_claimed = self._shutdown_claimed, True
+        return not claimed
 
     def _shutdown(self) -> None:
         self.stopping.set()
+        if self._rescue_timer is not None:
+            self._rescue_timer.cancel()
+        self._pipeline.close()
         self._refusals.close()
         if self.link is not None and self.topics is not None:
             if self.identity is not None:
@@ -248,39 +303,44 @@ class ReaderSession:
         if self.identity is not None:
             self._metrics.reader_connected.labels(self.identity.serial).set(0)
             self._notify("reader_disconnected")
-        self._close_transport()
-        for event in self._reassembler.reset():
-            if isinstance(event, FrameDropped):
-                self._metrics.framing_error(event.reason.value)
+        if self._own_writer:
+            self._writer.stop()
+        self._request_close()
+        if threading.current_thread() is self._threads[0]:
+            self._reset_reassembler()
         self._log.info("reader_closed", reason="unplugged" if self.gone.is_set() else "stopped",
                        root=self.topics.root if self.topics else None)
         self.finished.set()
 
-    def _close_transport(self) -> None:
-        """Close the handle once no thread is inside ``read_report``, never during a read."""
-        readers = [t for t in self._threads if t.name.startswith("hid-read[")]
-        for reader in readers:
-            # A read returns within ``read_timeout``; the margin covers a loaded machine.
-            reader.join(self.options.read_timeout + _READ_EXIT_GRACE)
+    def _reset_reassembler(self) -> None:
+        # The read thread's: a message cut short by the end is a framing error like any other.
+        for event in self._reassembler.reset():
+            if isinstance(event, FrameDropped):
+                self._metrics.framing_error(event.reason.value)
+
+    # -- the transport's users ----------------------------------------------------------------
+
+    def _enter_transport(self) -> bool:
         with self._transport_lock:
-            if self._reading:
-                # Still inside a read: the read thread closes the handle when it leaves.
-                self._close_pending = True
-                self._log.warning("reader_read_slow_to_stop")
-                return
-        self.transport.close()
+            if self._close_requested:
+                return False
+            self._users += 1
+            return True
 
-    def _read_thread(self) -> None:
-        try:
-            self._read_loop()
-        finally:
-            with self._transport_lock:
-                self._reading = False
-                close = self._close_pending
-            if close:
-                self.transport.close()
+    def _leave_transport(self) -> None:
+        with self._transport_lock:
+            self._users -= 1
+            close = self._close_requested and self._users == 0
+        if close:
+            self.transport.close()
 
-    # -- identification -----------------------------------------------------------------------
+    def _request_close(self) -> None:
+        with self._transport_lock:
+            self._close_requested = True
+            self._users += 1  # leaving below closes it when no one else is inside
+        self._leave_transport()
+
+    # -- identification (the read thread) -----------------------------------------------------
 
     def _identify(self) -> ReaderIdentity:
         serial = ""
@@ -291,6 +351,7 @@ class ReaderSession:
                 break
         if not serial:
             raise _IdentifyError("reader did not answer the get-serial request")
+        self._serial_known = True
         firmware = ""
         response = self._request(mms_commands.get_firmware_id(_FIRMWARE_REF))
         if response is not None and response.status is not None and response.status.ok:
@@ -305,29 +366,30 @@ class ReaderSession:
         return ReaderIdentity(serial=serial, firmware=firmware, model=model, root=root)
 
     def _request(self, data: bytes) -> Message | None:
-        """Write a request of our own and wait for its response (never published)."""
+        """Write a request of our own and read until its response (never published)."""
         request = parse_message(data)
-        done = threading.Event()
-        box: list[Message] = []
-        self._waiter = ((request.ref, request.command_id), done, box)
-        self.writer_busy_since = time.monotonic()
+        self._awaited = (request.ref, request.command_id)
+        self._answer_box = None
         try:
-            if self.stopping.is_set():  # stop() may have run before the waiter was set
-                if self.gone.is_set():
-                    raise ReaderGone
+            if self.stopping.is_set():
                 return None
-            self._write_message(data)
-            done.wait(self.options.identify_timeout)  # stop() and unplug set it too
-            if self.gone.is_set():
-                raise ReaderGone
-            return box[0] if box else None
+            self._write_reports(data, _no_progress)
+            deadline = time.monotonic() + self.options.identify_timeout
+            while self._answer_box is None and not self.stopping.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._read_once(min(left, self.options.read_timeout))
         finally:
-            self._waiter = None
-            self.writer_busy_since = None
+            self._awaited = None
+        if self.gone.is_set():
+            raise ReaderGone
+        return self._answer_box
 
     def _connect_mqtt(self, identity: ReaderIdentity) -> None:
         self.topics = ReaderTopics.for_root(identity.root)
         self._log = self._log.bind(root=identity.root, serial=identity.serial)
+        self._pipeline.log = self._log
         self.connected_since = datetime.now(UTC)
         o = self.options
         link = MqttLink(
@@ -349,15 +411,14 @@ class ReaderSession:
         self._metrics.reader_reconnects.labels(identity.serial)
         self._metrics.reader_info.labels(identity.serial, identity.model, identity.firmware).set(1)
         self._log.info("reader_identified", model=identity.model, firmware=identity.firmware)
-        # The read thread publishes directly once ``self.link`` is set: set it under the lock,
-        # after the early messages, so they keep their place in the order.
-        with self._publish_lock:
-            self.link = link
-            self._courier.attach(identity.serial, link)
-            link.start()
-            early, self._early = self._early, []
-            for data, parsed in early:
-                self._publish_device_message(data, parsed)
+        # The read thread itself publishes the messages that came during identification, in
+        # their order, before it reads any more.
+        self.link = link
+        self._courier.attach(identity.serial, link)
+        link.start()
+        early, self._early = self._early, []
+        for data, parsed in early:
+            self._publish_device_message(data, parsed)
         if self._on_identified is not None:
             self._on_identified(self)
         self._notify("reader_connected")
@@ -391,27 +452,31 @@ class ReaderSession:
         }
         return Publication(self.topics.info, json.dumps(info).encode(), qos=1, retain=True)
 
-    # -- device -> MQTT -----------------------------------------------------------------------
+    # -- device -> MQTT (the read thread) -----------------------------------------------------
 
     def _read_loop(self) -> None:
         timeout = self.options.read_timeout
-        transport = self.transport
-        while not self.stopping.is_set():
-            self.read_heartbeat = time.monotonic()
-            try:
-                report = transport.read_report(timeout)
-            except (DeviceGoneError, TransportError) as exc:
-                if not self.stopping.is_set():
-                    self._log.warning("reader_unplugged", error=str(exc))
-                self.gone.set()
-                self.stop()
-                return
-            if report is not None:
-                # Each message goes to the courier as soon as it is whole; never a wait to
-                # fill a batch. Whatever arrives before the I/O loop's next turn is its batch
-                # (one wake-up per turn, not per message: ``IoLoop.wake``).
-                self._metrics.report_in()
-                self._feed(report)
+        while not self.stopping.is_set() and self._read_once(timeout):
+            pass
+
+    def _read_once(self, timeout: float) -> bool:
+        """Read one report (or time out) and feed it; False once the reader is gone."""
+        self.read_heartbeat = time.monotonic()
+        try:
+            report = self.transport.read_report(timeout)
+        except (DeviceGoneError, TransportError) as exc:
+            if not self.stopping.is_set():
+                self._log.warning("reader_unplugged", error=str(exc))
+            self.gone.set()
+            self.stop()
+            return False
+        if report is not None:
+            # Each message goes to the courier as soon as it is whole; never a wait to fill a
+            # batch. Whatever arrives before the I/O loop's next turn is its batch (one
+            # wake-up per turn, not per message: ``IoLoop.wake``).
+            self._metrics.report_in()
+            self._feed(report)
+        return True
 
     def _feed(self, report: bytes) -> None:
         for event in self._reassembler.feed(report):
@@ -432,24 +497,19 @@ class ReaderSession:
             self._log.warning("device_message_malformed", reason=exc.reason, length=len(data))
         if parsed is not None:
             self._metrics.message("in", _type_label(parsed))
-            waiter = self._waiter
-            if (
-                waiter is not None
-                and parsed.message_type == MessageType.DEVICE_RESPONSE
-                and (parsed.ref, parsed.command_id) == waiter[0]
-            ):
-                waiter[2].append(parsed)
-                waiter[1].set()
+            if (self._awaited is not None
+                    and parsed.message_type == MessageType.DEVICE_RESPONSE
+                    and (parsed.ref, parsed.command_id) == self._awaited):
+                self._answer_box = parsed  # our own request's: identification reads it
                 return
-        with self._publish_lock:
-            if self.link is None:
-                # Before identification finishes; bounded so a chatty reader cannot grow it.
-                if len(self._early) >= EARLY_MESSAGE_LIMIT:
-                    self._early.pop(0)
-                    self._log.warning("early_message_dropped", limit=EARLY_MESSAGE_LIMIT)
-                self._early.append((data, parsed))
-                return
-            self._publish_device_message(data, parsed)
+        if self.link is None:
+            # Before identification finishes; bounded so a chatty reader cannot grow it.
+            if len(self._early) >= EARLY_MESSAGE_LIMIT:
+                self._early.pop(0)
+                self._log.warning("early_message_dropped", limit=EARLY_MESSAGE_LIMIT)
+            self._early.append((data, parsed))
+            return
+        self._publish_device_message(data, parsed)
 
     def _publish_device_message(self, data: bytes, parsed: Message | None) -> None:
         assert self.link is not None and self.topics is not None and self.identity is not None
@@ -465,19 +525,7 @@ class ReaderSession:
             return
         if self.options.log_messages:
             self._log.debug("reader_message", **safe_summary(parsed))
-        if parsed.message_type == MessageType.DEVICE_RESPONSE:
-            self._match_response(parsed, payload)
-
-    def _match_response(self, response: Message, payload: bytes) -> None:
-        with self._pending_lock:
-            command = self._pending.pop((response.ref, response.command_id), None)
-        if command is None:
-            return
-        self._metrics.command_latency.observe(time.monotonic() - command.received_at)
-        if command.response_topic and self.link is not None:
-            self.link.publish(command.response_topic, payload, qos=1,
-                              correlation_data=command.correlation_data, kind="response")
-        self._response_seen.set()  # wakes the writer at once
+        self._pipeline.response(parsed, payload)  # the pending command's, if it matches
 
     # -- MQTT -> device -----------------------------------------------------------------------
 
@@ -532,11 +580,8 @@ class ReaderSession:
             )
         if isinstance(result, Command) and (self.stopping.is_set() or self.gone.is_set()):
             result = Rejection("reader_absent", "the reader is not connected")
-        if isinstance(result, Command):
-            try:
-                self._commands.put_nowait(result)
-            except queue.Full:
-                result = Rejection("busy", "too many commands waiting for this reader")
+        if isinstance(result, Command) and not self._pipeline.offer(result):
+            result = Rejection("busy", "too many commands waiting for this reader")
         if isinstance(result, Rejection):
             self._metrics.command_rejected(result.reason)
         else:
@@ -564,64 +609,43 @@ class ReaderSession:
         self._metrics.command_rejected(rejection.reason)
         self.reject(rejection, topic="SendCommand", size=len(command.data))
 
-    def _wake_writer(self) -> None:
-        # When the queue is full the writer is busy and polls ``stopping`` anyway.
-        with contextlib.suppress(queue.Full):
-            self._commands.put_nowait(_STOP)
+    def _answer(self, command: Command, payload: bytes) -> None:
+        if command.response_topic and self.link is not None:
+            self.link.publish(command.response_topic, payload, qos=1,
+                              correlation_data=command.correlation_data, kind="response")
 
-    def _write_loop(self) -> None:
-        while not self.stopping.is_set():
-            item = self._commands.get()  # stop() queues a wake-up
-            if not isinstance(item, Command) or self.stopping.is_set():
-                continue
-            self.writer_busy_since = time.monotonic()
-            try:
-                self._write_command(item)
-            finally:
-                self.writer_busy_since = None
-
-    def _write_command(self, item: Command) -> None:
-        if item.expired():
-            self._refuse_queued(Rejection("expired", "message expiry passed while queued"), item)
-            return
-        self._response_seen.clear()
-        with self._pending_lock:
-            self._pending[item.key] = item
-        try:
-            self._write_message(item.data)
-        except TransportError:
-            with self._pending_lock:
-                self._pending.pop(item.key, None)
-            self._refuse_queued(
-                Rejection("reader_absent", "the reader went away while writing"), item)
-            return
-        self._metrics.message("out", _type_label(item.message))
-        self._wait_for_response(item)
-
-    def _wait_for_response(self, command: Command) -> None:
-        deadline = time.monotonic() + self.options.command_timeout
-        while not self.stopping.is_set():
-            with self._pending_lock:
-                if command.key not in self._pending:
-                    return
-            left = deadline - time.monotonic()
-            if left <= 0:
-                with self._pending_lock:
-                    self._pending.pop(command.key, None)
-                self._log.warning("command_timeout", command_id=f"{command.key[1]:04X}",
-                                  ref=command.key[0])
+    def _write_off_loop(self, data: bytes, done: Callable[[Exception | None], None]) -> None:
+        """The pipeline's writes: on the shared writer thread, never on the I/O loop."""
+        def job(progress: Progress) -> None:
+            error: Exception | None = None
+            if not self._enter_transport():
+                done(TransportError("the reader is closing"))
                 return
-            # Set by the read thread for any matched response (then re-checked) or by stop().
-            self._response_seen.wait(left)
-            self._response_seen.clear()
+            try:
+                self._write_reports(data, progress)
+            except TransportError as exc:
+                error = exc
+            finally:
+                self._leave_transport()
+            done(error)
 
-    def _write_message(self, data: bytes) -> None:
-        """Write one whole message; reports of two messages never interleave."""
+        self._writer.submit(job)
+
+    def _write_reports(self, data: bytes, progress: Progress) -> None:
+        """Write one whole message; ``writer_busy_since`` shows a report the device holds."""
         reports = packetize(data, self.transport.report_len)
-        with self._write_lock:
+        try:
             for report in reports:
+                progress()
+                self.writer_busy_since = time.monotonic()
                 self.transport.write_report(report)
+        finally:
+            self.writer_busy_since = None
         self._metrics.report_out(len(reports))
+
+
+def _no_progress() -> None:
+    """Identification writes on the read thread: nothing else waits behind them."""
 
 
 class _IdentifyError(Exception):
