@@ -19,98 +19,44 @@ session from ending either: a loop timer then ends it on a short-lived ``reader-
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Final, Protocol
+from typing import Final
 
 import structlog
 
-from bridge import __version__
+from bridge.command_intake import CommandIntake
 from bridge.command_pipeline import CommandPipeline
 from bridge.courier import Courier
 from bridge.errors import DeviceGoneError, ProtocolError, TransportError
-from bridge.hid_writer import HidWriter, Progress
-from bridge.intake import Command, Rejection, clears_retained_command, validate_command
+from bridge.hid_writer import HidWriter
+from bridge.intake import Command, Rejection
 from bridge.metrics import Metrics
 from bridge.mms import (
     FrameDropped,
     Message,
     MessageType,
     Reassembler,
-    packetize,
     parse_message,
     safe_summary,
 )
-from bridge.mms import commands as mms_commands
 from bridge.mqtt.link import InboundMessage, LinkOptions, MqttLink, Publication
 from bridge.mqtt.loop import IoLoop, TimerHandle, default_loop
-from bridge.mqtt.topics import ReaderTopics, model_segment, reader_root
-from bridge.refusals import RefusalReporter
-from bridge.throttle import ErrorReport, TokenBucket
+from bridge.mqtt.topics import ReaderTopics
+from bridge.reader_handle import ReaderHandle
+from bridge.reader_identity import NO_SERIAL, IdentifyError, ReaderIdentity, identify, info_payload
+from bridge.session_options import ReaderObserver, SessionOptions
 from bridge.transport import Transport
 
 _log = structlog.get_logger("bridge.session")
 
 STATUS_CONNECTED: Final = b"connected"
 STATUS_DISCONNECTED: Final = b"disconnected"
-_IDENTIFY_REF: Final = 0xB5  # the reference MagTek's own device client uses (PROTOCOL.md §4)
-_FIRMWARE_REF: Final = 0x02
 # Messages held while the reader is being identified.
 EARLY_MESSAGE_LIMIT: Final = 256
 _READ_EXIT_GRACE: Final = 2.0  # seconds beyond ``read_timeout`` before a stuck thread is left
-RATE_LIMITED: Final = Rejection(
-    "rate_limited", "more commands than this reader takes (readers.command_rate); not run")
-
-
-@dataclass(frozen=True, slots=True)
-class SessionOptions:
-    """Per-reader behaviour, built from the ``[topics]`` and ``[readers]`` config sections."""
-
-    prefix: str = "MagTek/Device/"
-    friendly_names: Mapping[str, str] = field(default_factory=dict)
-    client_id_prefix: str = "magtek-bridge"
-    host_id: str = "bridge"
-    qos_status: int = 1
-    read_timeout: float = 0.05
-    max_message_size: int = 1 << 20
-    command_timeout: float = 5.0
-    identify_timeout: float = 2.0
-    identify_attempts: int = 3
-    command_queue_size: int = 32
-    # Commands a reader takes from all its clients together (token bucket), and how its
-    # refusals are reported: ``error_burst`` in full, then one summary per ``error_interval``.
-    command_rate: float = 50.0
-    command_burst: int = 100
-    error_interval: float = 1.0
-    error_burst: int = 5
-    log_messages: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class ReaderIdentity:
-    serial: str
-    firmware: str
-    model: str
-    root: str
-
-
-class ReaderObserver(Protocol):
-    """Something beside MQTT that follows readers (the WebSocket endpoint, for one).
-
-    Called on the session's own threads: implementations must return quickly and never block
-    (queue the work). ``reader_message`` gets every device message, in order, as the uppercase
-    hex payload published on ``MMSMessage``.
-    """
-
-    def reader_connected(self, session: ReaderSession) -> None: ...
-
-    def reader_message(self, session: ReaderSession, payload: bytes) -> None: ...
-
-    def reader_disconnected(self, session: ReaderSession) -> None: ...
 
 
 class ReaderGone(Exception):  # noqa: N818 - internal control flow, never escapes the module
@@ -158,17 +104,19 @@ class ReaderSession:
         self._reassembler = Reassembler(
             report_len=transport.report_len, max_message_size=options.max_message_size
         )
-        # What clients publish is admitted and refused under this lock only (the I/O loop and
-        # the WebSocket thread both submit); a refusal costs a counter, not a parse or a line.
-        self._intake_lock = threading.Lock()
-        self._bucket = TokenBucket(options.command_rate, options.command_burst)
-        self._refusals = RefusalReporter(interval=options.error_interval,
-                                         burst=options.error_burst, send=self._report_refusal,
-                                         summary_topic="SendCommand")
         self._pipeline = CommandPipeline(
             loop=self._loop, write=self._write_off_loop,
             response_timeout=options.command_timeout, capacity=options.command_queue_size,
             metrics=metrics, refuse=self._refuse_queued, answer=self._answer, log=self._log)
+        self._intake = CommandIntake(
+            pipeline=self._pipeline, metrics=metrics, max_message_size=options.max_message_size,
+            rate=options.command_rate, burst=options.command_burst,
+            error_interval=options.error_interval, error_burst=options.error_burst,
+            absent=lambda: self.stopping.is_set() or self.gone.is_set(),
+            publish_error=self._publish_error, log=lambda: self._log)
+        # What clients send, validated and queued (``CommandIntake.submit``), or refused.
+        self.submit = self._intake.submit
+        self.reject = self._intake.reject
         # The read thread's own state during identification (no other thread touches it).
         self._awaited: tuple[int, int] | None = None
         self._answer_box: Message | None = None
@@ -179,23 +127,17 @@ class ReaderSession:
         self.finished = threading.Event()
         self.failure: str | None = None
         self.read_heartbeat = time.monotonic()
-        # When the report being written to this reader was handed to the device; None when no
-        # write is in progress. Longer than ``writer_limit`` means a write that does not return.
-        self.writer_busy_since: float | None = None
         self.writer_limit = max(options.command_timeout, options.identify_timeout)
         self._threads: list[threading.Thread] = []
-        # Users of the transport (the read thread for its whole life, each write in progress);
-        # the handle is closed once closing was asked for and the last user has left.
-        self._transport_lock = threading.Lock()
-        self._users = 0
-        self._close_requested = False
+        self._handle = ReaderHandle(transport, metrics)  # closed by its last user
+        self._shutdown_lock = threading.Lock()
         self._shutdown_claimed = False
         self._rescue_timer: TimerHandle | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._users = 1  # the read thread, from before it starts (it opens the handle)
+        self._handle.enter()  # the read thread, from before it starts (it opens the handle)
         thread = threading.Thread(target=self._run, name=f"hid-read[{self.info.path}]",
                                   daemon=True)
         self._threads.append(thread)
@@ -243,15 +185,16 @@ class ReaderSession:
             if self._fail(f"transport: {exc}"):
                 self._metrics.reader_open_failures.labels("transport").inc()
                 self._log.warning("reader_open_failed", error=str(exc))
-        except _IdentifyError as exc:
+        except IdentifyError as exc:
             if self._fail(str(exc)):
                 self._metrics.reader_open_failures.labels("identify").inc()
                 self._log.warning("reader_identify_failed", error=str(exc))
         finally:
             if self._claim_shutdown():
                 self._shutdown()
-            self._reset_reassembler()
-            self._leave_transport()
+            else:  # the rescue ended the session while this thread was stuck in the device
+                self._reset_reassembler()
+            self._handle.leave()
 
     def _fail(self, failure: str) -> bool:
         """Record why the session ends; False when the rescue already gave a reason."""
@@ -268,7 +211,7 @@ class ReaderSession:
             return
         if self.writer_busy_since is not None:
             return
-        self._fail("reader did not answer the get-serial request" if not self._serial_known
+        self._fail(NO_SERIAL if not self._serial_known
                    else "reader stopped answering during identification")
         self.stopping.set()
         self._rescue()
@@ -285,7 +228,7 @@ class ReaderSession:
         thread.start()
 
     def _claim_shutdown(self) -> bool:
-        with self._transport_lock:
+        with self._shutdown_lock:
             claimed, self._shutdown_claimed = self._shutdown_claimed, True
         return not claimed
 
@@ -294,7 +237,7 @@ class ReaderSession:
         if self._rescue_timer is not None:
             self._rescue_timer.cancel()
         self._pipeline.close()
-        self._refusals.close()
+        self._intake.close()
         if self.link is not None and self.topics is not None:
             if self.identity is not None:
                 # Unacknowledged messages go back to the outbox (another carrier sends them).
@@ -305,7 +248,7 @@ class ReaderSession:
             self._notify("reader_disconnected")
         if self._own_writer:
             self._writer.stop()
-        self._request_close()
+        self._handle.close_when_idle()
         if threading.current_thread() is self._threads[0]:
             self._reset_reassembler()
         self._log.info("reader_closed", reason="unplugged" if self.gone.is_set() else "stopped",
@@ -318,52 +261,15 @@ class ReaderSession:
             if isinstance(event, FrameDropped):
                 self._metrics.framing_error(event.reason.value)
 
-    # -- the transport's users ----------------------------------------------------------------
-
-    def _enter_transport(self) -> bool:
-        with self._transport_lock:
-            if self._close_requested:
-                return False
-            self._users += 1
-            return True
-
-    def _leave_transport(self) -> None:
-        with self._transport_lock:
-            self._users -= 1
-            close = self._close_requested and self._users == 0
-        if close:
-            self.transport.close()
-
-    def _request_close(self) -> None:
-        with self._transport_lock:
-            self._close_requested = True
-            self._users += 1  # leaving below closes it when no one else is inside
-        self._leave_transport()
-
     # -- identification (the read thread) -----------------------------------------------------
 
     def _identify(self) -> ReaderIdentity:
-        serial = ""
-        for _attempt in range(self.options.identify_attempts):
-            response = self._request(mms_commands.get_serial_number(_IDENTIFY_REF))
-            if response is not None and response.status is not None and response.status.ok:
-                serial = mms_commands.parse_serial_number(response)
-                break
-        if not serial:
-            raise _IdentifyError("reader did not answer the get-serial request")
-        self._serial_known = True
-        firmware = ""
-        response = self._request(mms_commands.get_firmware_id(_FIRMWARE_REF))
-        if response is not None and response.status is not None and response.status.ok:
-            try:
-                firmware = mms_commands.parse_firmware_id(response)
-            except ProtocolError:
-                firmware = ""
-        model = model_segment(self.info.product) or "MMS"
-        root = reader_root(
-            self.options.prefix, model, serial, self.options.friendly_names.get(serial)
-        )
-        return ReaderIdentity(serial=serial, firmware=firmware, model=model, root=root)
+        def serial_known() -> None:
+            self._serial_known = True
+
+        return identify(self._request, self.info, attempts=self.options.identify_attempts,
+                        prefix=self.options.prefix, friendly_names=self.options.friendly_names,
+                        on_serial=serial_known)
 
     def _request(self, data: bytes) -> Message | None:
         """Write a request of our own and read until its response (never published)."""
@@ -373,7 +279,7 @@ class ReaderSession:
         try:
             if self.stopping.is_set():
                 return None
-            self._write_reports(data, _no_progress)
+            self._handle.write_message(data, _no_progress)
             deadline = time.monotonic() + self.options.identify_timeout
             while self._answer_box is None and not self.stopping.is_set():
                 left = deadline - time.monotonic()
@@ -437,20 +343,9 @@ class ReaderSession:
 
     def _info_publication(self, identity: ReaderIdentity) -> Publication:
         assert self.topics is not None
-        since = self.connected_since or datetime.now(UTC)
-        info = {
-            "model": identity.model,
-            "product": self.info.product,
-            "serial": identity.serial,
-            "firmware_id": identity.firmware,
-            "vendor_id": f"0x{self.info.vendor_id:04X}",
-            "product_id": f"0x{self.info.product_id:04X}",
-            "bridge_version": __version__,
-            "host_id": self.options.host_id,
-            "connected_since": since.isoformat(timespec="seconds"),
-            "root": identity.root,
-        }
-        return Publication(self.topics.info, json.dumps(info).encode(), qos=1, retain=True)
+        payload = info_payload(identity, self.info, host_id=self.options.host_id,
+                               since=self.connected_since or datetime.now(UTC))
+        return Publication(self.topics.info, payload, qos=1, retain=True)
 
     # -- device -> MQTT (the read thread) -----------------------------------------------------
 
@@ -530,84 +425,14 @@ class ReaderSession:
     # -- MQTT -> device -----------------------------------------------------------------------
 
     def _on_command(self, inbound: InboundMessage) -> None:
-        if self.topics is not None and inbound.topic != self.topics.send_command:
-            # Not what we subscribed to (the demo's embedded broker has been seen handing a
-            # reader session another client's retained message): not a command for us.
-            self._log.debug("unexpected_topic_ignored", topic=inbound.topic)
-            return
-        if clears_retained_command(inbound.payload):
-            self._log.debug("retained_command_cleared", topic=inbound.topic)
-            return
-        result = self.submit(
-            inbound.payload,
-            retained=inbound.retain,
-            received_at=inbound.received_at,
-            expiry_interval=inbound.expiry_interval,
-            response_topic=inbound.response_topic,
-            correlation_data=inbound.correlation_data,
-        )
-        if isinstance(result, Rejection):
-            self.reject(result, topic=inbound.topic, size=len(inbound.payload))
+        self._intake.on_message(inbound, self.topics.send_command if self.topics else None)
 
-    def submit(
-        self,
-        payload: bytes,
-        *,
-        retained: bool = False,
-        received_at: float | None = None,
-        expiry_interval: int | None = None,
-        response_topic: str | None = None,
-        correlation_data: bytes | None = None,
-    ) -> Command | Rejection:
-        """Validate a command from any channel and queue it for the reader.
-
-        A ``Rejection`` is counted here; reporting it is the caller's job, on its own channel
-        (MQTT ``Error`` topic, WebSocket error frame). Nothing rejected reaches the reader.
-        """
-        now = time.monotonic() if received_at is None else received_at
-        with self._intake_lock:
-            admitted = self._bucket.take(now)
-        result: Command | Rejection = RATE_LIMITED
-        if admitted:
-            result = validate_command(
-                payload,
-                max_size=self.options.max_message_size,
-                retained=retained,
-                received_at=now,
-                expiry_interval=expiry_interval,
-                response_topic=response_topic,
-                correlation_data=correlation_data,
-            )
-        if isinstance(result, Command) and (self.stopping.is_set() or self.gone.is_set()):
-            result = Rejection("reader_absent", "the reader is not connected")
-        if isinstance(result, Command) and not self._pipeline.offer(result):
-            result = Rejection("busy", "too many commands waiting for this reader")
-        if isinstance(result, Rejection):
-            self._metrics.command_rejected(result.reason)
-        else:
-            self._metrics.command_accepted()
-        return result
-
-    def reject(self, rejection: Rejection, *, topic: str, size: int) -> None:
-        """Report a refused command on ``<root>/Error`` and in the log (counted by the caller).
-
-        Coalesced: the first few in full, then one report per interval saying how many more
-        were refused, so a flood of bad commands costs neither the broker link nor the log.
-        """
-        self._refusals.refused(rejection, topic=topic, size=size)
-
-    def _report_refusal(self, report: ErrorReport, topic: str | None, size: int,
-                        correlation_data: bytes | None) -> None:
-        self._log.warning("command_rejected", reason=report.reason, detail=report.detail,
-                          topic=topic, size=size, suppressed=report.suppressed)
-        if self.link is None or self.topics is None:
-            return
-        self.link.publish(self.topics.error, report.body, qos=1, kind="error")
+    def _publish_error(self, body: bytes) -> None:
+        if self.link is not None and self.topics is not None:
+            self.link.publish(self.topics.error, body, qos=1, kind="error")
 
     def _refuse_queued(self, rejection: Rejection, command: Command) -> None:
-        # Accepted earlier, refused now: counted as rejected as well.
-        self._metrics.command_rejected(rejection.reason)
-        self.reject(rejection, topic="SendCommand", size=len(command.data))
+        self._intake.refuse_queued(rejection, command)
 
     def _answer(self, command: Command, payload: bytes) -> None:
         if command.response_topic and self.link is not None:
@@ -615,41 +440,17 @@ class ReaderSession:
                               correlation_data=command.correlation_data, kind="response")
 
     def _write_off_loop(self, data: bytes, done: Callable[[Exception | None], None]) -> None:
-        """The pipeline's writes: on the shared writer thread, never on the I/O loop."""
-        def job(progress: Progress) -> None:
-            error: Exception | None = None
-            if not self._enter_transport():
-                done(TransportError("the reader is closing"))
-                return
-            try:
-                self._write_reports(data, progress)
-            except TransportError as exc:
-                error = exc
-            finally:
-                self._leave_transport()
-            done(error)
+        self._handle.write_on(self._writer, data, done)  # never on the I/O loop: it blocks
 
-        self._writer.submit(job)
-
-    def _write_reports(self, data: bytes, progress: Progress) -> None:
-        """Write one whole message; ``writer_busy_since`` shows a report the device holds."""
-        reports = packetize(data, self.transport.report_len)
-        try:
-            for report in reports:
-                progress()
-                self.writer_busy_since = time.monotonic()
-                self.transport.write_report(report)
-        finally:
-            self.writer_busy_since = None
-        self._metrics.report_out(len(reports))
+    @property
+    def writer_busy_since(self) -> float | None:
+        """When the report being written to this reader was handed to the device (None: no
+        write in progress). Longer than ``writer_limit`` means a write that does not return."""
+        return self._handle.busy_since
 
 
 def _no_progress() -> None:
     """Identification writes on the read thread: nothing else waits behind them."""
-
-
-class _IdentifyError(Exception):
-    pass
 
 
 _TYPE_LABELS: Final = {t: t.name.lower() for t in MessageType}
