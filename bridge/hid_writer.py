@@ -71,11 +71,11 @@ class HidWriter:
         self._stopped = False
         self.abandoned_threads = 0  # how many stuck threads were left behind (tests, logs)
 
-    def submit(self, job: WriteJob) -> None:
-        """Queue ``job``; it runs on a writer thread (from any thread)."""
+    def submit(self, job: WriteJob) -> bool:
+        """Queue ``job`` to run on a writer thread (from any thread); False once stopped."""
         with self._cond:
             if self._stopped:
-                raise RuntimeError("HidWriter is stopped")
+                return False
             self._jobs.append(job)
             worker = self._worker
             if worker is None:
@@ -83,6 +83,7 @@ class HidWriter:
             elif worker.busy_since is not None:
                 self._arm_watch(self._stall_after)
             self._cond.notify_all()
+        return True
 
     def stop(self) -> None:
         """Drop waiting jobs and end the threads (a thread inside a write ends after it)."""

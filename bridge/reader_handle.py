@@ -84,7 +84,8 @@ class ReaderHandle:
                 self.leave()
             done(error)
 
-        writer.submit(job)
+        if not writer.submit(job):
+            done(TransportError("the bridge is stopping"))
 
 
 __all__ = ["ReaderHandle"]
