@@ -34,26 +34,25 @@ from bridge.errors import DeviceGoneError, ProtocolError, TransportError
 from bridge.hid_writer import HidWriter
 from bridge.intake import Command, Rejection
 from bridge.metrics import Metrics
-from bridge.mms import (
-    FrameDropped,
-    Message,
-    MessageType,
-    Reassembler,
-    parse_message,
-    safe_summary,
-)
-from bridge.mqtt.link import InboundMessage, LinkOptions, MqttLink, Publication
+from bridge.mms import FrameDropped, Message, MessageType, Reassembler, parse_message, safe_summary
+from bridge.mqtt.link import InboundMessage, LinkOptions, MqttLink
 from bridge.mqtt.loop import IoLoop, TimerHandle, default_loop
 from bridge.mqtt.topics import ReaderTopics
 from bridge.reader_handle import ReaderHandle
-from bridge.reader_identity import NO_SERIAL, IdentifyError, ReaderIdentity, identify, info_payload
+from bridge.reader_identity import (
+    NO_SERIAL,
+    STATUS_DISCONNECTED,
+    IdentifyError,
+    ReaderIdentity,
+    identify,
+    reader_link,
+    status_publication,
+)
 from bridge.session_options import ReaderObserver, SessionOptions
 from bridge.transport import Transport
 
 _log = structlog.get_logger("bridge.session")
 
-STATUS_CONNECTED: Final = b"connected"
-STATUS_DISCONNECTED: Final = b"disconnected"
 # Messages held while the reader is being identified.
 EARLY_MESSAGE_LIMIT: Final = 256
 _READ_EXIT_GRACE: Final = 2.0  # seconds beyond ``read_timeout`` before a stuck thread is left
@@ -242,7 +241,8 @@ class ReaderSession:
             if self.identity is not None:
                 # Unacknowledged messages go back to the outbox (another carrier sends them).
                 self._courier.detach(self.identity.serial, self.link)
-            self.link.stop(final=[self._status(STATUS_DISCONNECTED)])
+            self.link.stop(final=[status_publication(
+                self.topics, STATUS_DISCONNECTED, self.options.qos_status)])
         if self.identity is not None:
             self._metrics.reader_connected.labels(self.identity.serial).set(0)
             self._notify("reader_disconnected")
@@ -293,26 +293,17 @@ class ReaderSession:
         return self._answer_box
 
     def _connect_mqtt(self, identity: ReaderIdentity) -> None:
-        self.topics = ReaderTopics.for_root(identity.root)
+        self.topics = topics = ReaderTopics.for_root(identity.root)
         self._log = self._log.bind(root=identity.root, serial=identity.serial)
         self._pipeline.log = self._log
         self.connected_since = datetime.now(UTC)
         o = self.options
-        link = MqttLink(
-            self._link_options,
+        link = reader_link(
+            identity, topics, self.info,
             client_id=f"{o.client_id_prefix}-{o.host_id}-{identity.model}-{identity.serial}",
-            name="reader",
-            will=self._status(STATUS_DISCONNECTED),
-            subscriptions=[(self.topics.send_command, 1)],
-            births=[self._status(STATUS_CONNECTED), self._info_publication(identity)],
-            on_message=self._on_command,
-            metrics=self._metrics,
-            log_context={"root": identity.root},
-            on_published=self._courier.published,
-            on_ready=self._courier.link_ready,
-            on_taken_back=self._courier.taken_back,
-            loop=self._courier.loop,
-        )
+            host_id=o.host_id, qos_status=o.qos_status, since=self.connected_since,
+            link_options=self._link_options, metrics=self._metrics, courier=self._courier,
+            on_command=self._on_command)
         self._metrics.reader_connected.labels(identity.serial).set(1)
         self._metrics.reader_reconnects.labels(identity.serial)
         self._metrics.reader_info.labels(identity.serial, identity.model, identity.firmware).set(1)
@@ -336,16 +327,6 @@ class ReaderSession:
             except Exception:  # an observer bug must not take the reader down
                 self._log.exception("observer_failed", observer=type(observer).__name__,
                                     event=event)
-
-    def _status(self, payload: bytes) -> Publication:
-        assert self.topics is not None
-        return Publication(self.topics.status, payload, qos=self.options.qos_status, retain=True)
-
-    def _info_publication(self, identity: ReaderIdentity) -> Publication:
-        assert self.topics is not None
-        payload = info_payload(identity, self.info, host_id=self.options.host_id,
-                               since=self.connected_since or datetime.now(UTC))
-        return Publication(self.topics.info, payload, qos=1, retain=True)
 
     # -- device -> MQTT (the read thread) -----------------------------------------------------
 
