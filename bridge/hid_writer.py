@@ -80,8 +80,9 @@ class HidWriter:
             worker = self._worker
             if worker is None:
                 worker = self._worker = self._spawn()
-            elif worker.busy_since is not None:
-                self._arm_watch(self._stall_after)
+            elif (busy_since := worker.busy_since) is not None:
+                # A write already stuck for a while hands over sooner.
+                self._arm_watch(max(0.0, busy_since + self._stall_after - time.monotonic()))
             self._cond.notify_all()
         return True
 
