@@ -173,6 +173,9 @@ class ReaderSession:
             finally:
                 overdue.cancel()
             if self._before_connect is not None:
+                # Waits (at most SESSION_STOP_TIMEOUT, the liveness limit) for this reader's
+                # previous session to end; reports wait in the device's buffer meanwhile.
+                self.read_heartbeat = time.monotonic()
                 self._before_connect(self)
             if not self.stopping.is_set():
                 self._connect_mqtt(self.identity)
