@@ -238,3 +238,36 @@ def test_stop_during_a_wedged_write_ends_the_session_and_closes_after_the_write(
     finally:
         device.release.set()
         writer.stop()
+
+
+def test_stop_while_the_read_thread_is_stuck_in_the_device(writer: HidWriter) -> None:
+    bus = SimulatedBus(count=1, auto_present=None)
+    device = Device(bus.open(bus.enumerate()[0]))
+    read = device.transport.read_report
+    stuck, release = threading.Event(), threading.Event()
+    reads_after_close: list[int] = []
+
+    def wedging_read(timeout: float) -> bytes | None:
+        if device.closes:
+            reads_after_close.append(1)
+        if device.identified.is_set():
+            stuck.set()
+            release.wait(60)  # a device that never returns the read
+        return read(timeout)
+
+    device.transport.read_report = wedging_read  # type: ignore[method-assign]
+    session = _session(device, writer)
+    session.start()
+    try:
+        assert device.identified.wait(10)
+        assert stuck.wait(10)
+        session.stop()
+        # Ended without the read thread (a loop timer hands the shutdown to another thread).
+        assert session.finished.wait(15)
+        assert device.closes == 0
+        release.set()
+        session.join(15)
+        assert device.closes == 1
+        assert reads_after_close == []
+    finally:
+        release.set()
