@@ -1,113 +1,62 @@
 """One reader, end to end: HID reports <-> MMS messages <-> its own MQTT session.
 
-Threads (each named after the reader and strongly referenced here):
-- ``reader[<path>]`` runs ``run()``: open, identify, connect MQTT, then write commands one
-  whole message at a time, waiting for each response (PROTOCOL.md §2.2: the device services one
-  command at a time), until the reader goes away or the bridge stops. It sleeps on a queue and
-  on events, never polls. It is its own thread because a HID write blocks and a wedged device
-  may block it for good: that must stall neither the other readers nor the I/O loop (and the
-  watchdog sees it: ``writer_busy_since``).
-- ``hid-read[<path>]`` only reads reports and reassembles messages, and hands each whole
-  message to the courier (the I/O loop takes what came since its last turn as one batch).
-The I/O loop's thread (``bridge.mqtt.loop``) validates inbound commands and queues them
-(bounded) for the writer; it also owns the outboxes and every MQTT connection.
+One thread per reader, ``hid-read[<path>]`` (strongly referenced here): it opens the reader,
+identifies it (writes get-serial/get-firmware and reads the responses itself), connects the
+reader's MQTT session, then only reads reports, reassembles messages and hands each whole
+message to the courier (the I/O loop takes what came since its last turn as one batch).
+
+Commands go the other way without a thread of their own: the I/O loop's thread validates them
+and runs the reader's ``CommandPipeline`` (one command at a time, response timer on the loop);
+the blocking HID write runs on the process's shared ``HidWriter`` thread, so a wedged device
+stalls neither the loop nor other readers, and the watchdog sees it (``writer_busy_since``).
+
+The transport is closed by whichever of its users (the read thread, a write in progress, the
+session's shutdown) comes last: hidapi frees the device in ``hid_close``, so closing under a
+read or a write is a use-after-free. A read or write that never returns must not keep the
+session from ending either: a loop timer then ends it on a short-lived ``reader-stop`` thread
+(``_rescue``), and the stuck thread closes the handle when it comes back.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Final, Protocol
+from typing import Final
 
 import structlog
 
-from bridge import __version__
+from bridge.command_intake import CommandIntake
+from bridge.command_pipeline import CommandPipeline
 from bridge.courier import Courier
 from bridge.errors import DeviceGoneError, ProtocolError, TransportError
-from bridge.intake import Command, Rejection, clears_retained_command, validate_command
+from bridge.hid_writer import HidWriter
+from bridge.intake import Command, Rejection
 from bridge.metrics import Metrics
-from bridge.mms import (
-    FrameDropped,
-    Message,
-    MessageType,
-    Reassembler,
-    packetize,
-    parse_message,
-    safe_summary,
+from bridge.mms import FrameDropped, Message, MessageType, Reassembler, parse_message, safe_summary
+from bridge.mqtt.link import InboundMessage, LinkOptions, MqttLink
+from bridge.mqtt.loop import IoLoop, TimerHandle, default_loop
+from bridge.mqtt.topics import ReaderTopics
+from bridge.reader_handle import ReaderHandle
+from bridge.reader_identity import (
+    NO_SERIAL,
+    STATUS_DISCONNECTED,
+    IdentifyError,
+    ReaderIdentity,
+    identify,
+    reader_link,
+    status_publication,
 )
-from bridge.mms import commands as mms_commands
-from bridge.mqtt.link import InboundMessage, LinkOptions, MqttLink, Publication
-from bridge.mqtt.topics import ReaderTopics, model_segment, reader_root
-from bridge.refusals import RefusalReporter
-from bridge.throttle import ErrorReport, TokenBucket
+from bridge.session_options import ReaderObserver, SessionOptions
 from bridge.transport import Transport
 
 _log = structlog.get_logger("bridge.session")
 
-STATUS_CONNECTED: Final = b"connected"
-STATUS_DISCONNECTED: Final = b"disconnected"
-_IDENTIFY_REF: Final = 0xB5  # the reference MagTek's own device client uses (PROTOCOL.md §4)
-_FIRMWARE_REF: Final = 0x02
-_STOP: Final = object()
 # Messages held while the reader is being identified.
-EARLY_MESSAGE_LIMIT: Final = 256  # wakes the writer
+EARLY_MESSAGE_LIMIT: Final = 256
 _DRAIN_LIMIT: Final = 64  # reports read before a hand-over, at most (a burst, not a stream)
-_READ_EXIT_GRACE: Final = 2.0  # seconds beyond ``read_timeout`` to wait for the read thread
-RATE_LIMITED: Final = Rejection(
-    "rate_limited", "more commands than this reader takes (readers.command_rate); not run")
-
-
-@dataclass(frozen=True, slots=True)
-class SessionOptions:
-    """Per-reader behaviour, built from the ``[topics]`` and ``[readers]`` config sections."""
-
-    prefix: str = "MagTek/Device/"
-    friendly_names: Mapping[str, str] = field(default_factory=dict)
-    client_id_prefix: str = "magtek-bridge"
-    host_id: str = "bridge"
-    qos_status: int = 1
-    read_timeout: float = 0.05
-    max_message_size: int = 1 << 20
-    command_timeout: float = 5.0
-    identify_timeout: float = 2.0
-    identify_attempts: int = 3
-    command_queue_size: int = 32
-    # Commands a reader takes from all its clients together (token bucket), and how its
-    # refusals are reported: ``error_burst`` in full, then one summary per ``error_interval``.
-    command_rate: float = 50.0
-    command_burst: int = 100
-    error_interval: float = 1.0
-    error_burst: int = 5
-    log_messages: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class ReaderIdentity:
-    serial: str
-    firmware: str
-    model: str
-    root: str
-
-
-class ReaderObserver(Protocol):
-    """Something beside MQTT that follows readers (the WebSocket endpoint, for one).
-
-    Called on the session's own threads: implementations must return quickly and never block
-    (queue the work). ``reader_message`` gets every device message, in order, as the uppercase
-    hex payload published on ``MMSMessage``.
-    """
-
-    def reader_connected(self, session: ReaderSession) -> None: ...
-
-    def reader_message(self, session: ReaderSession, payload: bytes) -> None: ...
-
-    def reader_disconnected(self, session: ReaderSession) -> None: ...
+_READ_EXIT_GRACE: Final = 2.0  # seconds beyond ``read_timeout`` before a stuck thread is left
 
 
 class ReaderGone(Exception):  # noqa: N818 - internal control flow, never escapes the module
@@ -130,6 +79,7 @@ class ReaderSession:
         on_identified: Callable[[ReaderSession], None] | None = None,
         before_connect: Callable[[ReaderSession], None] | None = None,
         observers: tuple[ReaderObserver, ...] = (),
+        writer: HidWriter | None = None,
     ) -> None:
         self.transport = transport
         self.options = options
@@ -143,6 +93,10 @@ class ReaderSession:
         self._observers = observers
         self.info = transport.info
         self._log = _log.bind(path=self.info.path)
+        self._loop: IoLoop = courier.loop if courier.loop is not None else default_loop()
+        # A session on its own (tests, tools) brings its own writer and stops it at the end.
+        self._own_writer = writer is None
+        self._writer = writer if writer is not None else HidWriter(self._loop)
         self.identity: ReaderIdentity | None = None
         self.topics: ReaderTopics | None = None
         self.link: MqttLink | None = None
@@ -150,60 +104,56 @@ class ReaderSession:
         self._reassembler = Reassembler(
             report_len=transport.report_len, max_message_size=options.max_message_size
         )
-        self._commands: queue.Queue[object] = queue.Queue(maxsize=options.command_queue_size)
-        # What clients publish is admitted and refused under this lock only (the I/O loop's
-        # thread and the WebSocket thread both submit); a refusal costs a counter, not a parse
-        # or a line.
-        self._intake_lock = threading.Lock()
-        self._bucket = TokenBucket(options.command_rate, options.command_burst)
-        loop = courier.loop  # summaries of a flood are sent from the I/O loop
-        self._refusals = RefusalReporter(interval=options.error_interval,
-                                         burst=options.error_burst, send=self._report_refusal,
-                                         summary_topic="SendCommand",
-                                         schedule=loop.call_later if loop is not None else None)
-        self._pending: dict[tuple[int, int], Command] = {}
-        self._pending_lock = threading.Lock()
-        self._response_seen = threading.Event()  # set by the read thread or by stop()
-        self._write_lock = threading.Lock()
-        self._waiter: tuple[tuple[int, int], threading.Event, list[Message]] | None = None
+        self._pipeline = CommandPipeline(
+            loop=self._loop, write=self._write_off_loop,
+            response_timeout=options.command_timeout, capacity=options.command_queue_size,
+            metrics=metrics, refuse=self._refuse_queued, answer=self._answer, log=self._log)
+        self._intake = CommandIntake(
+            pipeline=self._pipeline, metrics=metrics, max_message_size=options.max_message_size,
+            rate=options.command_rate, burst=options.command_burst,
+            error_interval=options.error_interval, error_burst=options.error_burst,
+            absent=lambda: self.stopping.is_set() or self.gone.is_set(),
+            publish_error=self._publish_error, log=lambda: self._log,
+            schedule=self._loop.call_later)
+        # What clients send, validated and queued (``CommandIntake.submit``), or refused.
+        self.submit = self._intake.submit
+        self.reject = self._intake.reject
+        # The read thread's own state during identification (no other thread touches it).
+        self._awaited: tuple[int, int] | None = None
+        self._answer_box: Message | None = None
+        self._serial_known = False
         self._early: list[tuple[bytes, Message | None]] = []
         self._handed = False  # enqueued without waking the I/O loop (the read thread's)
-        self._publish_lock = threading.Lock()
         self.stopping = threading.Event()
         self.gone = threading.Event()
         self.finished = threading.Event()
         self.failure: str | None = None
         self.read_heartbeat = time.monotonic()
-        # When the writer took the command (or request) it is busy with; None while it waits
-        # for one. Busy longer than ``writer_limit`` means a write that does not return.
-        self.writer_busy_since: float | None = None
         self.writer_limit = max(options.command_timeout, options.identify_timeout)
         self._threads: list[threading.Thread] = []
-        # hidapi frees the device in ``hid_close``: closing while the read thread sits in
-        # ``hid_read_timeout`` is a use-after-free. The handle is closed by whichever of
-        # ``_shutdown`` and the read thread comes last, decided under this lock.
-        self._transport_lock = threading.Lock()
-        self._reading = False
-        self._close_pending = False
+        self._handle = ReaderHandle(transport, metrics)  # closed by its last user
+        self._shutdown_lock = threading.Lock()
+        self._shutdown_claimed = False
+        self._rescue_timer: TimerHandle | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        thread = threading.Thread(target=self.run, name=f"reader[{self.info.path}]", daemon=True)
+        self._handle.enter()  # the read thread, from before it starts (it opens the handle)
+        thread = threading.Thread(target=self._run, name=f"hid-read[{self.info.path}]",
+                                  daemon=True)
         self._threads.append(thread)
         thread.start()
 
     def stop(self) -> None:
         """Ask the session to end; ``finished`` is set once it has cleaned up."""
+        if self.stopping.is_set():
+            return
         self.stopping.set()
-        self._wake_writer()
-        self._interrupt_waits()
-
-    def _interrupt_waits(self) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            waiter[1].set()
-        self._response_seen.set()
+        # The read thread notices within ``read_timeout``; if a wedged device keeps it inside
+        # a read or a write, the loop ends the session without it.
+        self._rescue_timer = self._loop.call_later(
+            self.options.read_timeout + _READ_EXIT_GRACE, self._rescue)
 
     def join(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -214,157 +164,167 @@ class ReaderSession:
     def alive(self) -> bool:
         return not self.finished.is_set()
 
-    def run(self) -> None:
+    def _run(self) -> None:
+        """The read thread: open, identify, connect, then read until the end."""
         try:
             self.transport.open()
-            reader = threading.Thread(
-                target=self._read_thread, name=f"hid-read[{self.info.path}]", daemon=True
-            )
-            self._threads.append(reader)
-            with self._transport_lock:
-                self._reading = True
-            reader.start()
-            self.identity = self._identify()
+            identify_budget = (self.options.identify_timeout * (self.options.identify_attempts + 1)
+                               + self.options.read_timeout + _READ_EXIT_GRACE)
+            overdue = self._loop.call_later(identify_budget, self._identify_overdue)
+            try:
+                self.identity = self._identify()
+            finally:
+                overdue.cancel()
             if self._before_connect is not None:
+                # Waits (at most SESSION_STOP_TIMEOUT, the liveness limit) for this reader's
+                # previous session to end; reports wait in the device's buffer meanwhile.
+                self.read_heartbeat = time.monotonic()
                 self._before_connect(self)
-            self._connect_mqtt(self.identity)
-            self._write_loop()
+            if not self.stopping.is_set():
+                self._connect_mqtt(self.identity)
+                self._pipeline.start()
+                self._read_loop()
         except ReaderGone:
-            self.failure = "reader unplugged during identification"
+            self._fail("reader unplugged during identification")
         except TransportError as exc:
-            self.failure = f"transport: {exc}"
-            self._metrics.reader_open_failures.labels("transport").inc()
-            self._log.warning("reader_open_failed", error=str(exc))
-        except _IdentifyError as exc:
-            self.failure = str(exc)
-            self._metrics.reader_open_failures.labels("identify").inc()
-            self._log.warning("reader_identify_failed", error=str(exc))
+            if self._fail(f"transport: {exc}"):
+                self._metrics.reader_open_failures.labels("transport").inc()
+                self._log.warning("reader_open_failed", error=str(exc))
+        except IdentifyError as exc:
+            if self._fail(str(exc)):
+                self._metrics.reader_open_failures.labels("identify").inc()
+                self._log.warning("reader_identify_failed", error=str(exc))
         finally:
-            self._shutdown()
+            if self._claim_shutdown():
+                self._shutdown()
+            else:  # the rescue ended the session while this thread was stuck in the device
+                self._reset_reassembler()
+            self._handle.leave()
+
+    def _fail(self, failure: str) -> bool:
+        """Record why the session ends; False when the rescue already gave a reason."""
+        if self.failure is not None:
+            return False
+        self.failure = failure
+        return True
+
+    def _identify_overdue(self) -> None:
+        # The loop: identification should have ended by now, so the read thread is inside a
+        # read that does not return. A write that does not return is left to the watchdog
+        # (the session stays, busy): reopening the reader would strand one thread per retry.
+        if self.identity is not None or self.finished.is_set():
+            return
+        if self.writer_busy_since is not None:
+            return
+        self._fail(NO_SERIAL if not self._serial_known
+                   else "reader stopped answering during identification")
+        self.stopping.set()
+        self._rescue()
+
+    def _rescue(self) -> None:
+        """The loop: end the session for a read thread stuck in the device (it blocks on the
+        link and the courier, so on a short-lived thread of its own, never the loop's)."""
+        if not self._claim_shutdown():
+            return
+        self._log.warning("reader_read_slow_to_stop")
+        thread = threading.Thread(target=self._shutdown, name=f"reader-stop[{self.info.path}]",
+                                  daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _claim_shutdown(self) -> bool:
+        with self._shutdown_lock:
+            claimed, self._shutdown_claimed = self._shutdown_claimed, True
+        return not claimed
 
     def _shutdown(self) -> None:
         self.stopping.set()
-        self._refusals.close()
+        if self._rescue_timer is not None:
+            self._rescue_timer.cancel()
+        self._pipeline.close()
+        self._intake.close()
         if self.link is not None and self.topics is not None:
             if self.identity is not None:
                 # Unacknowledged messages go back to the outbox (another carrier sends them).
                 self._courier.detach(self.identity.serial, self.link)
-            self.link.stop(final=[self._status(STATUS_DISCONNECTED)])
+            self.link.stop(final=[status_publication(
+                self.topics, STATUS_DISCONNECTED, self.options.qos_status)])
         if self.identity is not None:
             self._metrics.reader_connected.labels(self.identity.serial).set(0)
             self._notify("reader_disconnected")
-        self._close_transport()
-        for event in self._reassembler.reset():
-            if isinstance(event, FrameDropped):
-                self._metrics.framing_error(event.reason.value)
+        if self._own_writer:
+            self._writer.stop()
+        self._handle.close_when_idle()
+        if threading.current_thread() is self._threads[0]:
+            self._reset_reassembler()
         self._log.info("reader_closed", reason="unplugged" if self.gone.is_set() else "stopped",
                        root=self.topics.root if self.topics else None)
         self.finished.set()
 
-    def _close_transport(self) -> None:
-        """Close the handle once no thread is inside ``read_report``, never during a read."""
-        readers = [t for t in self._threads if t.name.startswith("hid-read[")]
-        for reader in readers:
-            # A read returns within ``read_timeout``; the margin covers a loaded machine.
-            reader.join(self.options.read_timeout + _READ_EXIT_GRACE)
-        with self._transport_lock:
-            if self._reading:
-                # Still inside a read: the read thread closes the handle when it leaves.
-                self._close_pending = True
-                self._log.warning("reader_read_slow_to_stop")
-                return
-        self.transport.close()
+    def _reset_reassembler(self) -> None:
+        # The read thread's: a message cut short by the end is a framing error like any other.
+        for event in self._reassembler.reset():
+            if isinstance(event, FrameDropped):
+                self._metrics.framing_error(event.reason.value)
 
-    def _read_thread(self) -> None:
-        try:
-            self._read_loop()
-        finally:
-            with self._transport_lock:
-                self._reading = False
-                close = self._close_pending
-            if close:
-                self.transport.close()
-
-    # -- identification -----------------------------------------------------------------------
+    # -- identification (the read thread) -----------------------------------------------------
 
     def _identify(self) -> ReaderIdentity:
-        serial = ""
-        for _attempt in range(self.options.identify_attempts):
-            response = self._request(mms_commands.get_serial_number(_IDENTIFY_REF))
-            if response is not None and response.status is not None and response.status.ok:
-                serial = mms_commands.parse_serial_number(response)
-                break
-        if not serial:
-            raise _IdentifyError("reader did not answer the get-serial request")
-        firmware = ""
-        response = self._request(mms_commands.get_firmware_id(_FIRMWARE_REF))
-        if response is not None and response.status is not None and response.status.ok:
-            try:
-                firmware = mms_commands.parse_firmware_id(response)
-            except ProtocolError:
-                firmware = ""
-        model = model_segment(self.info.product) or "MMS"
-        root = reader_root(
-            self.options.prefix, model, serial, self.options.friendly_names.get(serial)
-        )
-        return ReaderIdentity(serial=serial, firmware=firmware, model=model, root=root)
+        def serial_known() -> None:
+            self._serial_known = True
+
+        return identify(self._request, self.info, attempts=self.options.identify_attempts,
+                        prefix=self.options.prefix, friendly_names=self.options.friendly_names,
+                        on_serial=serial_known)
 
     def _request(self, data: bytes) -> Message | None:
-        """Write a request of our own and wait for its response (never published)."""
+        """Write a request of our own and read until its response (never published)."""
         request = parse_message(data)
-        done = threading.Event()
-        box: list[Message] = []
-        self._waiter = ((request.ref, request.command_id), done, box)
-        self.writer_busy_since = time.monotonic()
+        self._awaited = (request.ref, request.command_id)
+        self._answer_box = None
         try:
-            if self.stopping.is_set():  # stop() may have run before the waiter was set
-                if self.gone.is_set():
-                    raise ReaderGone
+            if self.stopping.is_set():
                 return None
-            self._write_message(data)
-            done.wait(self.options.identify_timeout)  # stop() and unplug set it too
-            if self.gone.is_set():
-                raise ReaderGone
-            return box[0] if box else None
+            self._handle.write_message(data, _no_progress)
+            deadline = time.monotonic() + self.options.identify_timeout
+            while self._answer_box is None and not self.stopping.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._read_once(min(left, self.options.read_timeout))
         finally:
-            self._waiter = None
-            self.writer_busy_since = None
+            self._awaited = None
+        if self.gone.is_set():
+            raise ReaderGone
+        return self._answer_box
 
     def _connect_mqtt(self, identity: ReaderIdentity) -> None:
-        self.topics = ReaderTopics.for_root(identity.root)
+        self.topics = topics = ReaderTopics.for_root(identity.root)
         self._log = self._log.bind(root=identity.root, serial=identity.serial)
+        self._pipeline.log = self._log
         self.connected_since = datetime.now(UTC)
         o = self.options
-        link = MqttLink(
-            self._link_options,
+        link = reader_link(
+            identity, topics, self.info,
             client_id=f"{o.client_id_prefix}-{o.host_id}-{identity.model}-{identity.serial}",
-            name="reader",
-            will=self._status(STATUS_DISCONNECTED),
-            subscriptions=[(self.topics.send_command, 1)],
-            births=[self._status(STATUS_CONNECTED), self._info_publication(identity)],
-            on_message=self._on_command,
-            metrics=self._metrics,
-            log_context={"root": identity.root},
-            on_published=self._courier.published,
-            on_ready=self._courier.link_ready,
-            on_taken_back=self._courier.taken_back,
-            loop=self._courier.loop,
-        )
+            host_id=o.host_id, qos_status=o.qos_status, since=self.connected_since,
+            link_options=self._link_options, metrics=self._metrics, courier=self._courier,
+            on_command=self._on_command)
         self._metrics.reader_connected.labels(identity.serial).set(1)
         self._metrics.reader_reconnects.labels(identity.serial)
         self._metrics.reader_info.labels(identity.serial, identity.model, identity.firmware).set(1)
         self._log.info("reader_identified", model=identity.model, firmware=identity.firmware)
-        # The read thread publishes directly once ``self.link`` is set: set it under the lock,
-        # after the early messages, so they keep their place in the order.
-        with self._publish_lock:
-            self.link = link
-            self._courier.attach(identity.serial, link)
-            link.start()
-            early, self._early = self._early, []
-            for data, parsed in early:
-                self._publish_device_message(data, parsed)
-            if early:
-                self._courier.hand_over()
+        # The read thread itself publishes the messages that came during identification, in
+        # their order, before it reads any more.
+        self.link = link
+        self._courier.attach(identity.serial, link)
+        link.start()
+        early, self._early = self._early, []
+        for data, parsed in early:
+            self._publish_device_message(data, parsed)
+        if early:
+            self._handed = False
+            self._courier.hand_over()
         if self._on_identified is not None:
             self._on_identified(self)
         self._notify("reader_connected")
@@ -377,58 +337,40 @@ class ReaderSession:
                 self._log.exception("observer_failed", observer=type(observer).__name__,
                                     event=event)
 
-    def _status(self, payload: bytes) -> Publication:
-        assert self.topics is not None
-        return Publication(self.topics.status, payload, qos=self.options.qos_status, retain=True)
-
-    def _info_publication(self, identity: ReaderIdentity) -> Publication:
-        assert self.topics is not None
-        since = self.connected_since or datetime.now(UTC)
-        info = {
-            "model": identity.model,
-            "product": self.info.product,
-            "serial": identity.serial,
-            "firmware_id": identity.firmware,
-            "vendor_id": f"0x{self.info.vendor_id:04X}",
-            "product_id": f"0x{self.info.product_id:04X}",
-            "bridge_version": __version__,
-            "host_id": self.options.host_id,
-            "connected_since": since.isoformat(timespec="seconds"),
-            "root": identity.root,
-        }
-        return Publication(self.topics.info, json.dumps(info).encode(), qos=1, retain=True)
-
-    # -- device -> MQTT -----------------------------------------------------------------------
+    # -- device -> MQTT (the read thread) -----------------------------------------------------
 
     def _read_loop(self) -> None:
         timeout = self.options.read_timeout
-        transport = self.transport
-        while not self.stopping.is_set():
-            self.read_heartbeat = time.monotonic()
-            try:
-                report = transport.read_report(timeout)
-                # What is already there is read before the hand-over (reads that never wait),
-                # so a burst costs the I/O loop one wake-up and one turn; never a wait to
-                # fill a batch, and bounded so a streaming reader still hands over.
-                drained = 0
-                try:
-                    while report is not None:
-                        self._feed(report)
-                        drained += 1
-                        report = transport.read_report(0) if drained < _DRAIN_LIMIT else None
-                finally:
-                    if drained:
-                        self._metrics.report_in(drained)  # one counter update per burst
-            except (DeviceGoneError, TransportError) as exc:
-                if not self.stopping.is_set():
-                    self._log.warning("reader_unplugged", error=str(exc))
-                self.gone.set()
-                self.stop()
-                return
-            finally:
-                if self._handed:
-                    self._handed = False
-                    self._courier.hand_over()
+        while not self.stopping.is_set() and self._read_once(timeout):
+            pass
+
+    def _read_once(self, timeout: float) -> bool:
+        """Read a report (or time out), and whatever else is already there, and feed them;
+        False once the reader is gone."""
+        self.read_heartbeat = time.monotonic()
+        drained = 0
+        try:
+            report = self.transport.read_report(timeout)
+            # What is already there is read before the hand-over (reads that never wait), so
+            # a burst costs the I/O loop one wake-up and one turn; never a wait to fill a
+            # batch, and bounded so a streaming reader still hands over.
+            while report is not None:
+                self._feed(report)
+                drained += 1
+                report = self.transport.read_report(0) if drained < _DRAIN_LIMIT else None
+        except (DeviceGoneError, TransportError) as exc:
+            if not self.stopping.is_set():
+                self._log.warning("reader_unplugged", error=str(exc))
+            self.gone.set()
+            self.stop()
+            return False
+        finally:
+            if drained:
+                self._metrics.report_in(drained)  # one counter update per burst
+            if self._handed:
+                self._handed = False
+                self._courier.hand_over()
+        return True
 
     def _feed(self, report: bytes) -> None:
         for event in self._reassembler.feed(report):
@@ -449,24 +391,19 @@ class ReaderSession:
             self._log.warning("device_message_malformed", reason=exc.reason, length=len(data))
         if parsed is not None:
             self._metrics.message("in", _type_label(parsed))
-            waiter = self._waiter
-            if (
-                waiter is not None
-                and parsed.message_type == MessageType.DEVICE_RESPONSE
-                and (parsed.ref, parsed.command_id) == waiter[0]
-            ):
-                waiter[2].append(parsed)
-                waiter[1].set()
+            if (self._awaited is not None
+                    and parsed.message_type == MessageType.DEVICE_RESPONSE
+                    and (parsed.ref, parsed.command_id) == self._awaited):
+                self._answer_box = parsed  # our own request's: identification reads it
                 return
-        with self._publish_lock:
-            if self.link is None:
-                # Before identification finishes; bounded so a chatty reader cannot grow it.
-                if len(self._early) >= EARLY_MESSAGE_LIMIT:
-                    self._early.pop(0)
-                    self._log.warning("early_message_dropped", limit=EARLY_MESSAGE_LIMIT)
-                self._early.append((data, parsed))
-                return
-            self._publish_device_message(data, parsed)
+        if self.link is None:
+            # Before identification finishes; bounded so a chatty reader cannot grow it.
+            if len(self._early) >= EARLY_MESSAGE_LIMIT:
+                self._early.pop(0)
+                self._log.warning("early_message_dropped", limit=EARLY_MESSAGE_LIMIT)
+            self._early.append((data, parsed))
+            return
+        self._publish_device_message(data, parsed)
 
     def _publish_device_message(self, data: bytes, parsed: Message | None) -> None:
         assert self.link is not None and self.topics is not None and self.identity is not None
@@ -484,174 +421,38 @@ class ReaderSession:
             return
         if self.options.log_messages:
             self._log.debug("reader_message", **safe_summary(parsed))
-        if parsed.message_type == MessageType.DEVICE_RESPONSE:
-            self._match_response(parsed, payload)
-
-    def _match_response(self, response: Message, payload: bytes) -> None:
-        with self._pending_lock:
-            command = self._pending.pop((response.ref, response.command_id), None)
-        if command is None:
-            return
-        self._metrics.command_latency.observe(time.monotonic() - command.received_at)
-        if command.response_topic and self.link is not None:
-            self.link.publish(command.response_topic, payload, qos=1,
-                              correlation_data=command.correlation_data, kind="response")
-        self._response_seen.set()  # wakes the writer at once
+        self._pipeline.response(parsed, payload)  # the pending command's, if it matches
 
     # -- MQTT -> device -----------------------------------------------------------------------
 
     def _on_command(self, inbound: InboundMessage) -> None:
-        if self.topics is not None and inbound.topic != self.topics.send_command:
-            # Not what we subscribed to (the demo's embedded broker has been seen handing a
-            # reader session another client's retained message): not a command for us.
-            self._log.debug("unexpected_topic_ignored", topic=inbound.topic)
-            return
-        if clears_retained_command(inbound.payload):
-            self._log.debug("retained_command_cleared", topic=inbound.topic)
-            return
-        result = self.submit(
-            inbound.payload,
-            retained=inbound.retain,
-            received_at=inbound.received_at,
-            expiry_interval=inbound.expiry_interval,
-            response_topic=inbound.response_topic,
-            correlation_data=inbound.correlation_data,
-        )
-        if isinstance(result, Rejection):
-            self.reject(result, topic=inbound.topic, size=len(inbound.payload),
-                        command=inbound.payload, correlation_data=inbound.correlation_data)
+        self._intake.on_message(inbound, self.topics.send_command if self.topics else None)
 
-    def submit(
-        self,
-        payload: bytes,
-        *,
-        retained: bool = False,
-        received_at: float | None = None,
-        expiry_interval: int | None = None,
-        response_topic: str | None = None,
-        correlation_data: bytes | None = None,
-    ) -> Command | Rejection:
-        """Validate a command from any channel and queue it for the reader.
-
-        A ``Rejection`` is counted here; reporting it is the caller's job, on its own channel
-        (MQTT ``Error`` topic, WebSocket error frame). Nothing rejected reaches the reader.
-        """
-        now = time.monotonic() if received_at is None else received_at
-        with self._intake_lock:
-            admitted = self._bucket.take(now)
-        result: Command | Rejection = RATE_LIMITED
-        if admitted:
-            result = validate_command(
-                payload,
-                max_size=self.options.max_message_size,
-                retained=retained,
-                received_at=now,
-                expiry_interval=expiry_interval,
-                response_topic=response_topic,
-                correlation_data=correlation_data,
-            )
-        if isinstance(result, Command) and (self.stopping.is_set() or self.gone.is_set()):
-            result = Rejection("reader_absent", "the reader is not connected")
-        if isinstance(result, Command):
-            try:
-                self._commands.put_nowait(result)
-            except queue.Full:
-                result = Rejection("busy", "too many commands waiting for this reader")
-        if isinstance(result, Rejection):
-            self._metrics.command_rejected(result.reason)
-        else:
-            self._metrics.command_accepted()
-        return result
-
-    def reject(self, rejection: Rejection, *, topic: str, size: int,
-               command: bytes | None = None, correlation_data: bytes | None = None) -> None:
-        """Report a refused command on ``<root>/Error`` and in the log (counted by the caller).
-
-        Coalesced: the first few in full, then one report per interval saying how many more
-        were refused, so a flood of bad commands costs neither the broker link nor the log.
-        A report in full names the command (``ref``, ``command_id``) when it was readable and
-        echoes its MQTT v5 correlation data, so its sender can tell it from others'.
-        """
-        self._refusals.refused(rejection, topic=topic, size=size, command=command,
-                               correlation_data=correlation_data)
-
-    def _report_refusal(self, report: ErrorReport, topic: str | None, size: int,
-                        correlation_data: bytes | None) -> None:
-        self._log.warning("command_rejected", reason=report.reason, detail=report.detail,
-                          topic=topic, size=size, suppressed=report.suppressed)
-        if self.link is None or self.topics is None:
-            return
-        self.link.publish(self.topics.error, report.body, qos=1, kind="error",
-                          correlation_data=correlation_data)
+    def _publish_error(self, body: bytes, correlation_data: bytes | None) -> None:
+        if self.link is not None and self.topics is not None:
+            self.link.publish(self.topics.error, body, qos=1, kind="error",
+                              correlation_data=correlation_data)
 
     def _refuse_queued(self, rejection: Rejection, command: Command) -> None:
-        # Accepted earlier, refused now: counted as rejected as well.
-        self._metrics.command_rejected(rejection.reason)
-        self.reject(rejection, topic="SendCommand", size=len(command.data), command=command.data,
-                    correlation_data=command.correlation_data)
+        self._intake.refuse_queued(rejection, command)
 
-    def _wake_writer(self) -> None:
-        # When the queue is full the writer is busy and polls ``stopping`` anyway.
-        with contextlib.suppress(queue.Full):
-            self._commands.put_nowait(_STOP)
+    def _answer(self, command: Command, payload: bytes) -> None:
+        if command.response_topic and self.link is not None:
+            self.link.publish(command.response_topic, payload, qos=1,
+                              correlation_data=command.correlation_data, kind="response")
 
-    def _write_loop(self) -> None:
-        while not self.stopping.is_set():
-            item = self._commands.get()  # stop() queues a wake-up
-            if not isinstance(item, Command) or self.stopping.is_set():
-                continue
-            self.writer_busy_since = time.monotonic()
-            try:
-                self._write_command(item)
-            finally:
-                self.writer_busy_since = None
+    def _write_off_loop(self, data: bytes, done: Callable[[Exception | None], None]) -> None:
+        self._handle.write_on(self._writer, data, done)  # never on the I/O loop: it blocks
 
-    def _write_command(self, item: Command) -> None:
-        if item.expired():
-            self._refuse_queued(Rejection("expired", "message expiry passed while queued"), item)
-            return
-        self._response_seen.clear()
-        with self._pending_lock:
-            self._pending[item.key] = item
-        try:
-            self._write_message(item.data)
-        except TransportError:
-            with self._pending_lock:
-                self._pending.pop(item.key, None)
-            self._refuse_queued(
-                Rejection("reader_absent", "the reader went away while writing"), item)
-            return
-        self._metrics.message("out", _type_label(item.message))
-        self._wait_for_response(item)
-
-    def _wait_for_response(self, command: Command) -> None:
-        deadline = time.monotonic() + self.options.command_timeout
-        while not self.stopping.is_set():
-            with self._pending_lock:
-                if command.key not in self._pending:
-                    return
-            left = deadline - time.monotonic()
-            if left <= 0:
-                with self._pending_lock:
-                    self._pending.pop(command.key, None)
-                self._log.warning("command_timeout", command_id=f"{command.key[1]:04X}",
-                                  ref=command.key[0])
-                return
-            # Set by the read thread for any matched response (then re-checked) or by stop().
-            self._response_seen.wait(left)
-            self._response_seen.clear()
-
-    def _write_message(self, data: bytes) -> None:
-        """Write one whole message; reports of two messages never interleave."""
-        reports = packetize(data, self.transport.report_len)
-        with self._write_lock:
-            for report in reports:
-                self.transport.write_report(report)
-        self._metrics.report_out(len(reports))
+    @property
+    def writer_busy_since(self) -> float | None:
+        """When the report being written to this reader was handed to the device (None: no
+        write in progress). Longer than ``writer_limit`` means a write that does not return."""
+        return self._handle.busy_since
 
 
-class _IdentifyError(Exception):
-    pass
+def _no_progress() -> None:
+    """Identification writes on the read thread: nothing else waits behind them."""
 
 
 _TYPE_LABELS: Final = {t: t.name.lower() for t in MessageType}

@@ -17,8 +17,10 @@ import structlog
 from bridge.backoff import Backoff
 from bridge.courier import Courier
 from bridge.errors import TransportError
+from bridge.hid_writer import HidWriter
 from bridge.metrics import Metrics
 from bridge.mqtt.link import LinkOptions
+from bridge.mqtt.loop import default_loop
 from bridge.session import ReaderObserver, ReaderSession, SessionOptions
 from bridge.transport import MMS_PRODUCT_IDS, Backend, DeviceInfo
 
@@ -66,6 +68,8 @@ class Supervisor:
         self._scan_interval = scan_interval
         self._on_change = on_change
         self._observers = observers
+        # Every reader's HID writes, on one thread (``hid-write``) beside the read threads.
+        self.writer = HidWriter(courier.loop if courier.loop is not None else default_loop())
         self._sessions: dict[str, ReaderSession] = {}
         self._retry_at: dict[str, tuple[float, Backoff]] = {}
         self._seq: dict[str, int] = {}
@@ -97,6 +101,7 @@ class Supervisor:
         for session in sessions:
             session.finished.wait(max(0.0, deadline - time.monotonic()))
             session.join(max(0.0, deadline - time.monotonic()))
+        self.writer.stop()
         self._metrics.readers_open.set(0)
 
     def sessions(self) -> list[ReaderSession]:
@@ -164,6 +169,7 @@ class Supervisor:
             on_identified=self._identified,
             before_connect=self._wait_for_predecessor,
             observers=self._observers,
+            writer=self.writer,
         )
         with self._lock:
             self._sessions[info.path] = session

@@ -18,7 +18,6 @@ import contextlib
 import heapq
 import itertools
 import os
-import queue
 import selectors
 import socket
 import threading
@@ -281,32 +280,41 @@ class _Waker:
 
 
 class _Connector:
-    """The blocking half of connecting (TCP, TLS handshake), off the loop's thread."""
+    """The blocking half of connecting (TCP, TLS handshake), off the loop's thread.
+
+    Its thread (``mqtt-connect``) exists only while attempts are queued: connecting happens at
+    start and after a lost connection, so a thread waiting for the next attempt would sit idle
+    for the bridge's whole life (issue 18: threads are one per reader plus a small constant).
+    """
 
     def __init__(self, loop: IoLoop) -> None:
         self._loop = loop
-        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._attempts: deque[Callable[[], None]] = deque()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.busy_since: float | None = None
 
     def submit(self, attempt: Callable[[], None]) -> None:
         with self._lock:
+            self._attempts.append(attempt)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="mqtt-connect",
                                                 daemon=True)
                 self._thread.start()
-        self._queue.put(attempt)
 
     def stop(self) -> None:
         with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is not None:
-            self._queue.put(None)
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
             thread.join(1.0)
 
     def _run(self) -> None:
-        while (attempt := self._queue.get()) is not None:
+        while True:
+            with self._lock:
+                if not self._attempts:
+                    self._thread = None  # the next submit starts a fresh thread
+                    return
+                attempt = self._attempts.popleft()
             self.busy_since = time.monotonic()
             try:
                 attempt()

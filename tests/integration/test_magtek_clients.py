@@ -50,8 +50,14 @@ def test_device_list_wildcards_list_only_readers(broker, probe_factory, prefix, 
     with running_bridge(broker, bus=bus, topics={"prefix": prefix}) as (app, _):
         roots = [f"{prefix}DynaFlexII/{SERIAL}", f"{prefix}DynaFlexII/B654321"]
         assert wait_until(lambda: app.supervisor.connected_roots() == sorted(roots), 10)
-        probe = probe_factory("MagTek/Bridge/+/State")
+        probe = probe_factory("MagTek/Bridge/+/State",
+                              *(f"{root}/{leaf}" for root in roots for leaf in ("Status", "Info")))
         probe.expect_retained("MagTek/Bridge/testhost/State", b"online", timeout=10)
+        # A root is listed once its session exists; its retained Status and Info (the births)
+        # follow its own CONNACK.
+        for root in roots:
+            probe.expect_retained(f"{root}/Status", b"connected", timeout=10)
+            probe.wait_for(f"{root}/Info", timeout=10)
         retained = _retained_until_marker(probe_factory, broker, "#")
         topics = {m.topic for m in retained if m.payload}
         assert "MagTek/Bridge/testhost/State" in topics

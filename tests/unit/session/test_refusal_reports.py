@@ -7,6 +7,7 @@ import threading
 
 from prometheus_client import CollectorRegistry
 
+from bridge.command_intake import CommandIntake
 from bridge.courier import Courier, CourierOptions
 from bridge.intake import Rejection
 from bridge.metrics import Metrics
@@ -33,7 +34,7 @@ def test_a_flood_summary_is_sent_on_the_io_loop(monkeypatch):
         if report.reason == "summary":
             summary.set()
 
-    monkeypatch.setattr(ReaderSession, "_report_refusal", report)
+    monkeypatch.setattr(CommandIntake, "_report", report)
     loop = IoLoop(name="session-test-io")
     loop.start()
     bus = SimulatedBus(count=1, auto_present=None)
@@ -56,5 +57,5 @@ def test_a_flood_summary_is_sent_on_the_io_loop(monkeypatch):
         assert summary.wait(10)
         assert reports[-1] == ("summary", 17, "session-test-io")
     finally:
-        session._refusals.close()
+        session._intake.close()
         loop.stop()
