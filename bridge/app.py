@@ -7,6 +7,9 @@ while the broker is unreachable (a store Pi often boots before its network).
 
 Stop (SIGTERM/SIGINT only set an event): stop scanning -> each reader publishes retained
 ``disconnected`` and disconnects cleanly -> readers closed -> bridge ``offline`` -> exit 0.
+
+Beside it: ``bridge.app_options`` (settings -> each part's options), ``bridge.health``
+(liveness, readiness) and ``bridge.watchdog`` (the main wait and the systemd pings).
 """
 
 from __future__ import annotations
@@ -21,27 +24,26 @@ from typing import TYPE_CHECKING, Final
 
 import structlog
 
-from bridge import __version__
-from bridge.config import Settings, insecure_settings, plaintext_password
-from bridge.courier import Courier, CourierOptions
+from bridge import __version__, health, watchdog
+from bridge.app_options import courier_options, link_options, make_backend, session_options
+from bridge.config import Settings, insecure_settings
+from bridge.courier import Courier
 from bridge.errors import ConfigError
 from bridge.ghosts import GhostSweeper, RootMemory, memory_file
 from bridge.http import OpsServer, raise_open_file_limit
 from bridge.intake import Rejection, clears_retained_command
 from bridge.metrics import Metrics
-from bridge.mqtt.link import InboundMessage, LinkOptions, MqttLink, Publication, TlsOptions
+from bridge.mqtt.link import InboundMessage, LinkOptions, MqttLink, Publication
 from bridge.mqtt.loop import IoLoop
 from bridge.mqtt.topics import BridgeTopics, ReaderTopics, parse_send_command_topic
-from bridge.outbox import OutboxLimits
 from bridge.refusals import RefusalReporter
-from bridge.sdnotify import SystemdNotifier, watchdog_interval
-from bridge.session import SessionOptions
+from bridge.sdnotify import SystemdNotifier
 from bridge.signals import stop_on_signals
 from bridge.simulator.control import apply_action, parse_present_topic, present_wildcard
 from bridge.spool import Spool
 from bridge.supervisor import Supervisor
 from bridge.throttle import ErrorReport
-from bridge.transport import Backend, get_backend
+from bridge.transport import Backend
 from bridge.transport.simulated import SimulatedBus, SimulatedTransport
 from bridge.websocket import WebSocketEndpoint
 
@@ -49,14 +51,6 @@ if TYPE_CHECKING:
     from bridge.mppg.service import PaymentRequestService
 
 _log = structlog.get_logger("bridge.app")
-
-# A loop that has not turned for this long is stuck (read loops turn every read_timeout,
-# the scan loop every scan_interval).
-STUCK_AFTER: Final = 5.0
-
-# A connect attempt (TCP, TLS handshake) that has not returned by then is stuck: the socket
-# timeouts (bridge.mqtt.wire.CONNECT_TIMEOUT) end a black-holed one well before.
-CONNECT_STUCK_AFTER: Final = 60.0
 
 # How long a clean stop waits for the outboxes to empty through the bridge's session.
 DRAIN_TIMEOUT: Final = 2.0
@@ -68,74 +62,6 @@ ONLINE: Final = b"online"
 OFFLINE: Final = b"offline"
 READER_ABSENT: Final = Rejection(
     "reader_absent", "the reader is not connected; nothing was stored")
-
-
-def link_options(settings: Settings) -> LinkOptions:
-    """Map the ``[mqtt]`` section onto the link's options (secrets already resolved)."""
-    m = settings.mqtt
-    tls = None
-    if m.tls.enabled:
-        tls = TlsOptions(
-            ca_file=str(m.tls.ca_file) if m.tls.ca_file else None,
-            cert_file=str(m.tls.cert_file) if m.tls.cert_file else None,
-            key_file=str(m.tls.key_file) if m.tls.key_file else None,
-            key_password=m.tls.key_password_value(),
-            check_hostname=m.tls.check_hostname,
-        )
-    return LinkOptions(
-        host=m.host,
-        port=m.port,
-        protocol=m.protocol,
-        keepalive=m.keepalive,
-        username=m.username,
-        password=m.password_value(),
-        tls=tls,
-        reconnect_min_delay=m.reconnect_min_delay,
-        reconnect_max_delay=m.reconnect_max_delay,
-        max_inflight=settings.outbox.window + 8,
-        password_in_clear=plaintext_password(m),
-        # A command is the largest MMS message as hex; the payments requests are far smaller.
-        max_incoming_packet=max(4 << 20, 2 * settings.readers.max_message_size + (64 << 10)),
-    )
-
-
-def session_options(settings: Settings) -> SessionOptions:
-    r = settings.readers
-    return SessionOptions(
-        prefix=settings.topics.prefix,
-        friendly_names=dict(settings.topics.friendly_names),
-        client_id_prefix=settings.mqtt.client_id_prefix,
-        host_id=settings.topics.host_id,
-        qos_status=settings.mqtt.qos_status,
-        read_timeout=r.read_timeout,
-        max_message_size=r.max_message_size,
-        command_timeout=r.command_timeout,
-        identify_timeout=r.identify_timeout,
-        command_rate=r.command_rate,
-        command_burst=r.command_burst,
-        error_interval=r.error_interval,
-        log_messages=settings.logging.level.lower() == "debug",
-    )
-
-
-def courier_options(settings: Settings) -> CourierOptions:
-    o = settings.outbox
-    return CourierOptions(
-        limits=OutboxLimits(max_messages=o.max_messages, max_bytes=o.max_bytes, ttl=o.ttl),
-        window=o.window,
-        qos=settings.mqtt.qos_messages,
-        max_packet_size=o.max_packet_size,
-    )
-
-
-def make_backend(settings: Settings) -> Backend:
-    r = settings.readers
-    if r.simulate > 0 or r.backend == "simulated":
-        card = None if r.simulate_card == "manual" else r.simulate_card
-        return get_backend("simulated", count=max(1, r.simulate),
-                           stream_rate=r.simulate_stream_rate, auto_present=card,
-                           present_delay=r.simulate_present_delay)
-    return get_backend("hid", api=r.hid_api)
 
 
 class BridgeApp:
@@ -283,69 +209,11 @@ class BridgeApp:
 
     def liveness(self) -> tuple[bool, dict[str, object]]:
         """Are the loops turning? (``/healthz``, and the systemd watchdog.)"""
-        now = time.monotonic()
-        stuck: list[str] = []
-        scan_limit = STUCK_AFTER + 2 * self.settings.readers.scan_interval
-        if self.settings.readers.enabled and now - self.supervisor.heartbeat > scan_limit:
-            stuck.append("reader-scan")
-        for session in self.supervisor.sessions():
-            if not session.alive or session.stopping.is_set():
-                continue
-            if now - session.read_heartbeat > STUCK_AFTER:
-                stuck.append(f"hid-read[{session.info.path}]")
-            # A writer is idle (waiting for a command) or busy with one command, which ends
-            # by its response or its timeout: busy for longer means a wedged write.
-            busy = session.writer_busy_since
-            if busy is not None and now - busy > session.writer_limit + STUCK_AFTER:
-                stuck.append(f"reader[{session.info.path}]")
-        if not self.loop.alive() or now - self.loop.heartbeat > STUCK_AFTER:
-            stuck.append("mqtt-io")
-        connecting = self.loop.connector_busy_since
-        if connecting is not None and now - connecting > CONNECT_STUCK_AFTER:
-            stuck.append("mqtt-connect")
-        payments = self.payments.link if self.payments is not None else None
-        if payments is not None and not payments.thread_alive():
-            stuck.append("mqtt-payments")
-        return (not stuck), {"stuck": stuck}
+        return health.liveness(self)
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
-        """MQTT connected and every expected reader open? (``/readyz``)
-
-        A payments-only bridge (``readers.enabled = false``) is ready once its MQTT sessions
-        (its own and the payments service's) are connected: it expects no reader.
-        """
-        readers_enabled = self.settings.readers.enabled
-        reasons: list[str] = []
-        if not self.link.connected.is_set():
-            reasons.append(f"mqtt: {self.link.last_error or 'not connected'}")
-        payments = self.payments.link if self.payments is not None else None
-        if payments is not None and not payments.connected.is_set():
-            reasons.append(f"mqtt payments: {payments.last_error or 'not connected'}")
-        open_serials: list[str] = []
-        for session in self.supervisor.sessions():
-            if session.identity is None or not session.alive:
-                continue
-            open_serials.append(session.identity.serial)
-            if session.link is not None and not session.link.connected.is_set():
-                reasons.append(f"reader {session.identity.serial}: mqtt not connected")
-        missing = sorted(set(self.settings.readers.expected) - set(open_serials))
-        if missing:
-            reasons.append(f"expected readers not open: {', '.join(missing)}")
-        # A bridge without a reader serves no till: not ready, and said so apart from the
-        # broker ("state"), so an alert can tell a cable from a network problem.
-        if readers_enabled and not open_serials and not missing:
-            reasons.append("no readers: no MagTek reader is open (see 'magtek-bridge devices')")
-        state = "ready" if not reasons else (
-            "no_readers" if readers_enabled and not open_serials and self.link.connected.is_set()
-            else "not_ready")
-        details: dict[str, object] = {"state": state, "reasons": reasons,
-                                      "readers": sorted(open_serials)}
-        if not readers_enabled:
-            details["readers_enabled"] = False  # payments only
-        if self.spool is not None:
-            # Degraded, not unready: the in-memory outbox still delivers.
-            details["spool"] = "ok" if self.spool.ok else f"off: {self.spool.failure}"
-        return (not reasons), details
+        """MQTT connected and every expected reader open? (``/readyz``)"""
+        return health.readiness(self)
 
     def check_readers(self, now: float | None = None) -> None:
         """Warn when no reader has been open for ``readers.absent_warning`` seconds, then
@@ -507,22 +375,7 @@ class BridgeApp:
         stops the pings and systemd restarts us; ``STOPPING=1`` on the way out.
         """
         notifier = notifier if notifier is not None else SystemdNotifier()
-        interval = watchdog_interval()
-        tick = min(1.0, interval / 2) if interval else 1.0
-        self.start()
-        notifier.notify("READY=1", "STATUS=bridging readers to MQTT")
-        try:
-            while not stop.wait(tick):
-                self.check_readers()
-                if interval:
-                    alive, details = self.liveness()
-                    if alive:
-                        notifier.notify("WATCHDOG=1")
-                    else:
-                        _log.error("watchdog_withheld", stuck=details.get("stuck"))
-        finally:
-            notifier.notify("STOPPING=1")
-            self.stop()
+        watchdog.serve_until_stopped(self, stop, notifier)
         return 0
 
 

@@ -1,9 +1,8 @@
 """A simulated DynaFlex II that speaks only HID reports (PROTOCOL.md §10).
 
-Transport-agnostic: the host side calls ``handle_host_report`` and ``next_device_report``.
-Timed behaviour (card presented, transaction timeout, reset re-enumeration, buzzer done)
-sits on a time-ordered heap that is processed whenever the reader is touched, so no thread
-per reader is needed.
+Transport-agnostic: the host side calls ``handle_host_report`` and ``next_device_report``,
+which with the report queue and the timers come from ``bridge.simulator.reports``; this
+module is the device's behaviour: commands, cards, transactions.
 
 Cards (PROTOCOL.md §5): Start Transaction names the reader types it allows (A3: MSR, contact,
 contactless); a waiting transaction takes an allowed card. With ``auto_present`` set, the
@@ -21,23 +20,16 @@ silently, as a device would.
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import Final
 
-from bridge.errors import DeviceGoneError, ProtocolError
+from bridge.errors import ProtocolError
 from bridge.mms import (
     Message,
-    MessageReceived,
     MessageType,
-    Reassembler,
     build_response,
     decode_tlvs,
-    packetize,
     parse_message,
     property_response,
     read_property,
@@ -71,16 +63,15 @@ from bridge.simulator.replies import (
     padded,
     reader_kinds,
 )
+from bridge.simulator.reports import ReportQueue
 
-REPORT_INTERVAL: Final = 0.001  # USB full speed: one 64-byte report per 1 ms frame (§2)
-MAX_QUEUED_REPORTS: Final = 1 << 16  # ~4 MB of reports; a real device would stall instead
 DEFAULT_PRESENT_DELAY = 1.0  # a person takes about a second to tap, insert or swipe
 RESET_UNPLUG_DELAY: Final = 0.05  # §3.6: the device resets within 500 ms
 RESET_REPLUG_DELAY: Final = 0.3
 _HOST_LOG_LIMIT: Final = 10_000
 
 
-class SimulatedReader:
+class SimulatedReader(ReportQueue):
     """One simulated reader.
 
     Args:
@@ -98,86 +89,21 @@ class SimulatedReader:
                  paced: bool = False, auto_present: CardKind | None = "tap",
                  present_delay: float | None = None,
                  report_len: int = 64, stream_rate: float = 0.0) -> None:
-        self.serial = serial.upper()
+        super().__init__(serial, paced=paced, report_len=report_len, stream_rate=stream_rate)
         self.firmware_id = firmware_id
-        self.paced = paced
         self.auto_present = auto_present
         self.present_delay = DEFAULT_PRESENT_DELAY if present_delay is None else present_delay
-        self.report_len = report_len
-        self.plugged = True
-        self.generation = 0  # bumped on every replug: old transports stay dead
         self.host_messages: deque[bytes] = deque(maxlen=_HOST_LOG_LIMIT)
-        self.dropped_reports = 0
         self.user_events = b"\x00\x00\x00\x00"
         self.websocket_connections = b"\x04"
-        self._reassembler = Reassembler(report_len=report_len)
-        self._out: deque[bytes] = deque()
-        self._cond = threading.Condition()
-        self._timers: list[tuple[float, int, Callable[[], None]]] = []
-        self._timer_seq = itertools.count()
-        self._next_slot = 0.0
         self._transaction = False
         self._transaction_id = 0
         self._allowed: tuple[CardKind, ...] = ()
         self._mifare = False  # the waiting transaction is an NFC MIFARE read (1100)
         self._held: CardKind | None = None  # card in the field or slot, or a buffered swipe
         self._removal_due = False  # an inserted card's transaction ended; 0101 10010300 next
-        # Benchmarks: a steady stream of single-report notifications, this many per second.
-        self.stream_rate = stream_rate
-        self._stream_next = 0.0
-        self._stream_count = 0
 
-    # -- host side --------------------------------------------------------------------------
-
-    def handle_host_report(self, report: bytes, generation: int | None = None) -> None:
-        """One report written by the host. Raises DeviceGoneError while unplugged."""
-        with self._cond:
-            self._check_present(generation)
-            self._run_timers()
-            for event in self._reassembler.feed(report):
-                if isinstance(event, MessageReceived):
-                    self._handle_message(event.message)
-
-    def next_device_report(self, timeout: float, generation: int | None = None) -> bytes | None:
-        """The next report for the host, or None after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                self._check_present(generation)
-                now = self._run_timers()
-                wake = deadline
-                if self.stream_rate > 0:
-                    wake = min(wake, self._stream(now))
-                if self._out:
-                    if not self.paced or now >= self._next_slot:
-                        self._next_slot = max(now, self._next_slot) + REPORT_INTERVAL
-                        report = self._out.popleft()
-                        self._cond.notify_all()
-                        return report
-                    wake = min(wake, self._next_slot)
-                if self._timers:
-                    wake = min(wake, self._timers[0][0])
-                if now >= deadline:
-                    return None
-                self._cond.wait(max(0.0, wake - now))
-
-    def poll(self) -> None:
-        """Run due timers (the bus calls this when it enumerates)."""
-        with self._cond:
-            self._run_timers()
-
-    # -- test and scenario controls ---------------------------------------------------------
-
-    def emit_message(self, message: bytes) -> None:
-        """Queue a whole device message, packetized (multi-report when long)."""
-        with self._cond:
-            self._queue(message)
-
-    def emit_raw_report(self, report: bytes) -> None:
-        """Queue one report as is (fault injection)."""
-        with self._cond:
-            self._out.append(bytes(report))
-            self._cond.notify_all()
+    # -- cards and plug (the report side is ReportQueue's) ----------------------------------
 
     def present_card(self, kind: CardKind = "tap") -> bool:
         """Tap, insert or swipe a card. A waiting transaction that allows ``kind`` reads it;
@@ -211,58 +137,12 @@ class SimulatedReader:
 
     def unplug(self) -> None:
         with self._cond:
-            self.plugged = False
-            self._out.clear()
-            self._reassembler.reset()
+            super().unplug()
             self._transaction = False
             self._held = None
             self._removal_due = False
-            self._cond.notify_all()
 
-    def replug(self, power_up_notification: bool = False) -> None:
-        with self._cond:
-            self.plugged = True
-            self.generation += 1
-            self._next_slot = 0.0
-            if power_up_notification:
-                self._queue(notification(0x1001, "00000000",
-                                         payload=bytes.fromhex("810102820100")))
-            self._cond.notify_all()
-
-    # -- internals (caller holds the lock) --------------------------------------------------
-
-    def _check_present(self, generation: int | None) -> None:
-        if not self.plugged or (generation is not None and generation != self.generation):
-            raise DeviceGoneError(f"simulated reader {self.serial} is unplugged")
-
-    def _queue(self, message: bytes) -> None:
-        reports = packetize(message, self.report_len)
-        if len(self._out) + len(reports) > MAX_QUEUED_REPORTS:
-            self.dropped_reports += len(reports)
-            return
-        self._out.extend(reports)
-        self._cond.notify_all()
-
-    def _stream(self, now: float) -> float:
-        """Queue the stream messages that are due; returns when the next one is."""
-        if self._stream_next == 0.0:
-            self._stream_next = now
-        while now >= self._stream_next and len(self._out) < MAX_QUEUED_REPORTS:
-            self._stream_count += 1
-            self._queue(notification(0x1001, f"{self._stream_count & 0xFFFFFFFF:08X}"))
-            self._stream_next += 1.0 / self.stream_rate
-        return self._stream_next
-
-    def _later(self, delay: float, action: Callable[[], None]) -> None:
-        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_seq), action))
-        self._cond.notify_all()
-
-    def _run_timers(self) -> float:
-        now = time.monotonic()
-        while self._timers and self._timers[0][0] <= now:
-            _, _, action = heapq.heappop(self._timers)
-            action()
-        return now
+    # -- device behaviour (caller holds the lock) -------------------------------------------
 
     def _respond(self, request: Message, status: tuple[int, int],
                  payload: bytes | None = None) -> None:

@@ -85,7 +85,7 @@ def test_systemd_ready_watchdog_stopping_and_stuck_loop(broker, monkeypatch, tmp
     server.settimeout(5)
     monkeypatch.setenv("WATCHDOG_USEC", "400000")
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
-    monkeypatch.setattr("bridge.app.STUCK_AFTER", 0.5)
+    monkeypatch.setattr("bridge.health.STUCK_AFTER", 0.5)
     release = threading.Event()
     stop = threading.Event()
     bus = SimulatedBus(count=1, auto_present=None)

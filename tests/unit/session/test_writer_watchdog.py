@@ -13,7 +13,7 @@ import threading
 import pytest
 from prometheus_client import CollectorRegistry
 
-import bridge.app
+import bridge.health
 from bridge.app import BridgeApp
 from bridge.config import load_settings
 from bridge.courier import Courier, CourierOptions
@@ -72,7 +72,7 @@ def test_writer_is_idle_between_commands_and_busy_while_wedged(wedged_session):
 
 def test_liveness_names_the_wedged_writer(wedged_session, monkeypatch):
     session, wedged = wedged_session
-    monkeypatch.setattr(bridge.app, "STUCK_AFTER", 0.05)
+    monkeypatch.setattr(bridge.health, "STUCK_AFTER", 0.05)
     settings = load_settings(None, environ={}, overrides={
         "metrics": {"enabled": False}, "readers": {"backend": "simulated"}})
     app = BridgeApp(settings, backend=SimulatedBus(count=0),
