@@ -266,7 +266,8 @@ class BridgeApp:
             return  # clearing a retained command: nothing to run, nothing to refuse
         session = self.supervisor.session_for_root(root)
         if session is not None and session.link is not None and session.link.ready.is_set():
-            return  # the reader's own session has it
+            session.link.read_now()  # the reader's own session has it (or will in a moment)
+            return
         self.metrics.command_rejected(READER_ABSENT.reason)
         with self._absent_lock:
             reporter = self._absent_errors.get(root)

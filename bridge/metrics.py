@@ -185,12 +185,12 @@ class Metrics:
     def report_out(self, n: int = 1) -> None:
         self._reports_out.inc(n)
 
-    def message(self, direction: str, message_type: str) -> None:
+    def message(self, direction: str, message_type: str, count: int = 1) -> None:
         key = (direction, message_type)
         child = self._message_children.get(key)
         if child is None:
             child = self._message_children[key] = self.mms_messages.labels(*key)
-        child.inc()
+        child.inc(count)
 
     def mqtt_publish(self, kind: str) -> None:
         child = self._publish_children.get(kind)

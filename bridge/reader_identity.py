@@ -126,6 +126,9 @@ def reader_link(
                 Publication(topics.info, info_body, qos=1, retain=True)],
         on_message=on_command,
         metrics=metrics,
+        # Its PUBACKs are read on the loop's turns while a stream flows; its commands are
+        # seen first by the bridge's own session (a wildcard subscription), which pokes it.
+        lazy_acks=True,
         log_context={"root": identity.root},
         on_published=courier.published,
         on_ready=courier.link_ready,

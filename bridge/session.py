@@ -124,6 +124,7 @@ class ReaderSession:
         self._serial_known = False
         self._early: list[tuple[bytes, Message | None]] = []
         self._handed = False  # enqueued without waking the I/O loop (the read thread's)
+        self._types_seen: dict[str, int] = {}  # messages by type since the last count update
         self.stopping = threading.Event()
         self.gone = threading.Event()
         self.finished = threading.Event()
@@ -367,6 +368,10 @@ class ReaderSession:
         finally:
             if drained:
                 self._metrics.report_in(drained)  # one counter update per burst
+            if self._types_seen:
+                for label, count in self._types_seen.items():
+                    self._metrics.message("in", label, count)
+                self._types_seen.clear()
             if self._handed:
                 self._handed = False
                 self._courier.hand_over()
@@ -390,7 +395,8 @@ class ReaderSession:
             self._metrics.device_protocol_errors.labels(exc.reason).inc()
             self._log.warning("device_message_malformed", reason=exc.reason, length=len(data))
         if parsed is not None:
-            self._metrics.message("in", _type_label(parsed))
+            label = _type_label(parsed)  # counted once per burst (``_read_once``)
+            self._types_seen[label] = self._types_seen.get(label, 0) + 1
             if (self._awaited is not None
                     and parsed.message_type == MessageType.DEVICE_RESPONSE
                     and (parsed.ref, parsed.command_id) == self._awaited):

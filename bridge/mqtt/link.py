@@ -56,6 +56,9 @@ _log = structlog.get_logger("bridge.mqtt")
 
 # How long stop() waits for the final publishes (retained "disconnected") to be acknowledged.
 STOP_PUBLISH_TIMEOUT: Final = 3.0
+# lazy_acks: a stream's acknowledgements are read at the latest this long after a turn (well
+# within the courier's SPOOL_AFTER, so a healthy stream still never touches the spool).
+ACK_COLLECT: Final = 0.01
 _STABLE_AFTER: Final = 10.0  # seconds a connection lasts before the backoff starts over
 _READ: Final = 1  # selectors.EVENT_READ
 _WRITE: Final = 2  # selectors.EVENT_WRITE
@@ -87,6 +90,8 @@ class MqttLink:
             seconds after a disconnect, across process restarts (MQTT v5: clean start off
             and Session Expiry Interval N; 3.1.1: clean session off, kept as the broker's
             configuration says).
+        lazy_acks: a stream's PUBACKs are read on the loop's turns instead of waking it
+            (``ACK_COLLECT`` at the latest); see ``_reads_lazily``.
         manual_ack: a QoS 1 message is acknowledged when the handler calls its ``ack``
             (after the work is done), not when the handler returns; acknowledgements still
             go out in the order the messages came (MQTT §4.6).
@@ -110,8 +115,11 @@ class MqttLink:
         loop: IoLoop | None = None,
         session_expiry: int = 0,
         manual_ack: bool = False,
+        lazy_acks: bool = False,
     ) -> None:
         self._options = options
+        self._lazy_acks = lazy_acks
+        self._read_wanted = False
         self._session_expiry = session_expiry
         self._client_id = client_id
         self._name = name
@@ -319,16 +327,45 @@ class MqttLink:
             self._lost("no answer from the broker within the keepalive "
                        f"({conn.keepalive:g} s)", before_connack=state == "handshake")
             return None
+        lazy = self._reads_lazily(conn, state)
+        if lazy:
+            self._on_io(_READ)  # the acknowledgements that came since the last turn
+            if self._conn is not conn:
+                return None
+            lazy = self._reads_lazily(conn, state)
         try:
             pending = conn.flush(now) if conn.out else False
         except OSError as exc:
             self._lost(exc, before_connack=state == "handshake")
             return None
-        events = _READ | _WRITE if pending else _READ
+        events = (_WRITE if pending else 0) | (0 if lazy else _READ)
         if events != self._events:  # a selector change is a system call: only on change
             self._events = events
-            self._loop.register(conn.sock, events, self._on_io)
+            if events:
+                self._loop.register(conn.sock, events, self._on_io)
+            else:
+                self._loop.unregister(conn.sock)
+        if lazy:
+            due = min(due, now + ACK_COLLECT)
         return due
+
+    def _reads_lazily(self, conn: Connection, state: str) -> bool:
+        """While a stream is acknowledged well within the window, acknowledgements are read
+        on the loop's next turn (or within ``ACK_COLLECT``) rather than each waking the loop:
+        a wake-up per PUBACK costs more than the PUBACK. Otherwise (idle, a full window, a
+        ping or a command awaited, stopping) the socket is watched as usual."""
+        return (self._lazy_acks and state == "open" and not self._stopping
+                and not self._read_wanted and conn.ping_sent is None
+                and 0 < len(conn.in_flight) < conn.window // 2)
+
+    def read_now(self) -> None:
+        """Something for this session is on its way (a command seen on another session):
+        read now, and watch the socket until something comes (the loop's thread)."""
+        conn = self._conn
+        if conn is None or self._events & _READ:
+            return
+        self._read_wanted = True
+        self._on_io(_READ)
 
     def _on_io(self, mask: int) -> None:
         conn = self._conn
@@ -337,7 +374,10 @@ class MqttLink:
         now = time.monotonic()
         try:
             if mask & _READ:
-                for packet in conn.read(now):
+                received = conn.read(now)
+                if received:
+                    self._read_wanted = False
+                for packet in received:
                     self._handle(conn, packet)
                     if self._conn is not conn:
                         return
@@ -400,6 +440,7 @@ class MqttLink:
         self._loop.unregister(conn.sock)
         conn.close()
         self._events = 0
+        self._read_wanted = False
         self._inbound.ended()
         self.ready.clear()
         if self.connected.is_set():
