@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from bridge.config import MppgSettings
 from bridge.mppg.service import PaymentRequestService
 from bridge.mqtt.link import InboundMessage
+from tests.integration.harness import wait_until
 
 ROOT = "MagTek/Bridge/testhost"
 BASE = f"{ROOT}/PaymentRequest"
@@ -323,7 +324,7 @@ def test_a_request_is_acknowledged_only_once_it_is_answered(service, fake_mppg):
     service.start()
     service.on_message(_acked_message("create", {"amount": 3, "relay": False}, events))
     service.recorder.replies("create")
-    assert wait_for(lambda: events == ["reply", "ack"])
+    assert wait_until(lambda: events == ["reply", "ack"], 5.0)
 
 
 def test_refused_and_foreign_messages_are_acknowledged_at_once(service):
@@ -361,11 +362,3 @@ def test_a_redelivered_create_that_never_ran_is_created(service, fake_mppg):
     assert reply["ok"] is True and "recovered" not in reply
     assert len(fake_mppg.requests) == 1
 
-
-def wait_for(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
