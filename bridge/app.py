@@ -121,7 +121,6 @@ class BridgeApp:
             on_message=self._bridge_message,
             metrics=self.metrics,
             on_published=self.courier.published,
-            on_ready=self.courier.link_ready,
             on_taken_back=self.courier.taken_back,
             loop=self.loop,
         )

@@ -31,7 +31,8 @@ from typing import Final
 import structlog
 
 from bridge.metrics import Metrics
-from bridge.mqtt.link import MqttLink, publish_packet_size
+from bridge.mqtt.encoding import publish_packet_size
+from bridge.mqtt.link import MqttLink
 from bridge.mqtt.loop import IoLoop
 from bridge.outbox import DropReason, Entry, Outbox, OutboxLimits
 from bridge.spool import Spool
@@ -265,9 +266,6 @@ class Courier:
 
     def published(self, link: MqttLink, mid: int, failure: str | None) -> None:
         self._acks.append((link.token, mid, failure))
-
-    def link_ready(self, link: MqttLink) -> None:
-        """``link`` is ready: the turn that follows fills its window."""
 
     def taken_back(self, link: MqttLink) -> None:
         """``link``'s connection ended: what it held in flight is ours to send again."""

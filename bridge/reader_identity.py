@@ -131,7 +131,6 @@ def reader_link(
         lazy_acks=True,
         log_context={"root": identity.root},
         on_published=courier.published,
-        on_ready=courier.link_ready,
         on_taken_back=courier.taken_back,
         loop=courier.loop,
     )

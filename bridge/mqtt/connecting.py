@@ -68,8 +68,7 @@ class ConnectFailures:
         self.count = 0
         self._logged_at: float | None = None
 
-    def failed(self, exc: BaseException, *, last_error: str | None,
-               quiet: bool = False) -> str:
+    def failed(self, exc: BaseException, *, last_error: str | None) -> str:
         """One attempt failed with ``exc``: logs it and returns the new ``last_error``."""
         o = self._options
         where = f"{o.host}:{o.port}"
@@ -79,7 +78,7 @@ class ConnectFailures:
             if error != last_error:
                 self._log.error("mqtt_tls_failed", reason=reason, host=o.host, port=o.port)
             return error
-        self.log("mqtt_connect_failed", quiet=quiet, host=o.host, port=o.port,
+        self.log("mqtt_connect_failed", host=o.host, port=o.port,
                  reason=failure_reason(exc))
         return f"cannot connect to {where}: {exc}"
 

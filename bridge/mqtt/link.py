@@ -39,7 +39,6 @@ from bridge.mqtt.connecting import (
     tls_context,
     tls_reason,
 )
-from bridge.mqtt.encoding import encode_publish_properties, publish_packet_size
 from bridge.mqtt.inbound import Deliveries, MessageHandler
 from bridge.mqtt.loop import IoLoop, default_loop
 from bridge.mqtt.options import (
@@ -594,6 +593,4 @@ __all__ = [
     "MqttLink",
     "Publication",
     "TlsOptions",
-    "encode_publish_properties",
-    "publish_packet_size",
 ]

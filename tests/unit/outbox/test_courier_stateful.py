@@ -64,7 +64,6 @@ class FakeLink:
             self.unsent.clear()
             self.courier.taken_back(self)  # type: ignore[arg-type]
         self.ready.set()
-        self.courier.link_ready(self)  # type: ignore[arg-type]
 
     def drop(self) -> None:
         self.ready.clear()
