@@ -142,7 +142,8 @@ def phase(port: int, kind: str, readers: int, pattern: str, seconds: float,
                 for serial in serials:
                     subscriber.expect(lambda line, s=serial: line == f"status {s} connected")
             else:
-                module = {"paho": "bench.paho_publisher", "lean": "bench.lean"}[kind]
+                module = {"paho": "bench.paho_publisher", "lean": "bench.lean",
+                          "lean_threads": "bench.lean_threads"}[kind]
                 publisher = Proc([module, "--port", str(port), *paths])
                 publisher.expect(lambda line: line == "ready")
             time.sleep(0.5)

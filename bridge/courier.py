@@ -31,7 +31,7 @@ from typing import Final
 import structlog
 
 from bridge.metrics import Metrics
-from bridge.mqtt.encoding import publish_packet_size
+from bridge.mqtt.encoding import encode_user_properties, message_properties, publish_packet_size
 from bridge.mqtt.link import MqttLink
 from bridge.mqtt.loop import IoLoop
 from bridge.outbox import DropReason, Entry, Outbox, OutboxLimits
@@ -48,6 +48,7 @@ _GAUGES_EVERY: Final = 0.25
 # in flight on a healthy connection.
 SPOOL_AFTER: Final = 0.05
 _REPLAYED: Final = ("replayed", "true")
+_REPLAYED_SECTION: Final = encode_user_properties((_REPLAYED,))
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,8 +231,11 @@ class Courier:
         """Accept one device message; the I/O loop takes it over on its next turn. A reader
         draining a burst passes ``wake=False`` and calls ``hand_over`` after the burst: one
         wake-up (and one turn) for the batch instead of one per message."""
+        # The v5 user properties are encoded here, on the reader's thread, once: the I/O
+        # loop that sends them serves every reader.
         self._incoming.append(Entry(serial=serial, topic=topic, payload=payload,
-                                    user_properties=user_properties, created=self._clock()))
+                                    user_properties=user_properties, created=self._clock(),
+                                    user_section=encode_user_properties(user_properties)))
         if self._empty.is_set():  # clear() takes a lock: only when it changes something
             self._empty.clear()
         if wake and self.loop is not None:
@@ -309,8 +313,8 @@ class Courier:
                     backlog = outbox.waiting() > 0
         if self._unspooled:
             self._spool_pending(flush=backlog, now=now)
-        if held == 0 and not self._incoming:
-            self._empty.set()
+        if held == 0 and not self._incoming and not self._empty.is_set():
+            self._empty.set()  # set() takes a lock: only when it changes something
         if now - self._gauges_at >= _GAUGES_EVERY:
             self._gauges_at = now
             self._update_gauges()
@@ -323,14 +327,23 @@ class Courier:
             batch.append(self._incoming.popleft())
         if self._spool is not None:
             self._unspooled.extend(batch)
-        for entry in batch:
-            outbox = self._outbox(entry.serial)
-            carrier = self._carrier(entry.serial)
+        start = 0
+        while start < len(batch):  # runs of one reader's entries (a burst is one reader's)
+            serial = batch[start].serial
+            end = start + 1
+            while end < len(batch) and batch[end].serial == serial:
+                end += 1
+            run = batch[start:end]
+            carrier = self._carrier(serial)
             if carrier is None or not carrier.ready.is_set():
-                entry.replayed = True
+                for entry in run:
+                    entry.replayed = True
             else:
-                entry.origin = (carrier.token, carrier.generation)
-            outbox.put(entry, spool=False)
+                origin = (carrier.token, carrier.generation)
+                for entry in run:
+                    entry.origin = origin
+            self._outbox(serial).put_many(run)
+            start = end
 
     def _spool_pending(self, *, flush: bool, now: float | None = None) -> None:
         """Spool what is still held after ``SPOOL_AFTER`` (everything when ``flush``)."""
@@ -364,18 +377,22 @@ class Courier:
         if not self._acks:
             return
         delivered: dict[str, tuple[Outbox, list[Entry]]] = {}
-        while self._acks:
-            link_id, mid, failure = self._acks.popleft()
-            found = self._in_flight.pop((link_id, mid), None)
+        acks, in_flight, link_load = self._acks, self._in_flight, self._link_load
+        while acks:
+            link_id, mid, failure = acks.popleft()
+            found = in_flight.pop((link_id, mid), None)
             if found is None:
                 continue  # a status/response publish, or already taken back
             outbox, entry = found
-            self._link_load[link_id] -= 1
+            link_load[link_id] -= 1
             if failure is not None:
                 _log.error("outbox_message_refused", serial=entry.serial, reason=failure)
                 outbox.complete(entry, dropped=DropReason.REFUSED)
-            else:
-                delivered.setdefault(outbox.serial, (outbox, []))[1].append(entry)
+                continue
+            done = delivered.get(outbox.serial)
+            if done is None:
+                done = delivered[outbox.serial] = (outbox, [])
+            done[1].append(entry)
         for outbox, entries in delivered.values():
             outbox.complete_many(entries)  # one spool transaction for the batch
             replayed = sum(entry.replayed for entry in entries)
@@ -393,43 +410,65 @@ class Courier:
         if holder is not None and holder is not carrier:
             return  # the old carrier still owes acks; switching now could reorder
         link_id = carrier.token
+        load = self._link_load.get(link_id, 0)
+        window = self.options.window
+        if load >= window:
+            return
         limit = self.options.max_packet_size
         if carrier.max_packet_size:
             limit = min(limit, carrier.max_packet_size) if limit else carrier.max_packet_size
-        while self._link_load.get(link_id, 0) < self.options.window:
-            entry = outbox.next_to_send()
-            if entry is None:
-                return
-            now = self._clock()
-            live = entry.origin == (link_id, carrier.generation) and not entry.replayed
-            properties = entry.user_properties if live else (*entry.user_properties, _REPLAYED)
-            expiry = entry.expiry_interval(outbox.limits.ttl, now) if carrier.v5 else None
-            if limit:  # sized only when there is a limit to hold it against
-                size = publish_packet_size(entry.topic, entry.payload, properties if carrier.v5
-                                           else (), qos=self.options.qos, expiry=expiry,
-                                           v5=carrier.v5)
-                if size > limit:
-                    _log.error("outbox_message_oversize", serial=entry.serial, size=size,
-                               limit=limit)
+        origin = (link_id, carrier.generation)
+        qos = self.options.qos
+        v5 = carrier.v5
+        now = self._clock()
+        sent = 0
+        try:
+            while load < window:
+                entry = outbox.next_to_send()
+                if entry is None:
+                    return
+                live = entry.origin == origin and not entry.replayed
+                expiry = entry.expiry_interval(outbox.limits.ttl, now) if v5 else None
+                if limit and self._oversize(entry, live, expiry, limit, carrier.v5):
                     outbox.complete(entry, dropped=DropReason.OVERSIZE)
                     continue
-            entry.replayed = not live
-            try:
-                mid = carrier.publish(entry.topic, entry.payload, qos=self.options.qos,
-                                      user_properties=properties, expiry_interval=expiry,
-                                      tracked=True)
-            except Exception:  # never leave an entry marked in flight that nobody owns
-                _log.exception("outbox_publish_failed", serial=entry.serial)
-                mid = None
-            if mid is None:
-                outbox.complete(entry, dropped=DropReason.REFUSED)
-                continue
-            if self.options.qos == 0:
-                outbox.complete(entry)
-                continue
-            self._in_flight[(link_id, mid)] = (outbox, entry)
-            self._link_load[link_id] = self._link_load.get(link_id, 0) + 1
-            self._sending[outbox.serial] = carrier
+                entry.replayed = not live
+                properties = None
+                if expiry is not None:
+                    section = entry.user_section
+                    if section is None:  # read back from the spool
+                        section = entry.user_section = encode_user_properties(
+                            entry.user_properties)
+                    properties = message_properties(
+                        section if live else section + _REPLAYED_SECTION, expiry)
+                try:
+                    mid = carrier.publish_message(entry.topic, entry.payload, qos, properties)
+                except Exception:  # never leave an entry marked in flight that nobody owns
+                    _log.exception("outbox_publish_failed", serial=entry.serial)
+                    mid = None
+                if mid is None:
+                    outbox.complete(entry, dropped=DropReason.REFUSED)
+                    continue
+                sent += 1
+                if qos == 0:
+                    outbox.complete(entry)
+                    continue
+                self._in_flight[(link_id, mid)] = (outbox, entry)
+                load += 1
+                self._sending[outbox.serial] = carrier
+        finally:
+            self._link_load[link_id] = load
+            if sent:
+                carrier.count_published(sent)  # one metric update for the batch
+
+    def _oversize(self, entry: Entry, live: bool, expiry: int | None, limit: int,
+                  v5: bool) -> bool:
+        properties = entry.user_properties if live else (*entry.user_properties, _REPLAYED)
+        size = publish_packet_size(entry.topic, entry.payload, properties if v5 else (),
+                                   qos=self.options.qos, expiry=expiry, v5=v5)
+        if size > limit:
+            _log.error("outbox_message_oversize", serial=entry.serial, size=size, limit=limit)
+        return size > limit
 
     def _update_gauges(self) -> None:
         total = 0

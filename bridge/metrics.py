@@ -192,11 +192,11 @@ class Metrics:
             child = self._message_children[key] = self.mms_messages.labels(*key)
         child.inc(count)
 
-    def mqtt_publish(self, kind: str) -> None:
+    def mqtt_publish(self, kind: str, count: int = 1) -> None:
         child = self._publish_children.get(kind)
         if child is None:
             child = self._publish_children[kind] = self.mqtt_publishes.labels(kind)
-        child.inc()
+        child.inc(count)
 
     def framing_error(self, reason: str) -> None:
         self.framing_errors.labels(reason).inc()

@@ -44,6 +44,9 @@ class Entry:
     # on any other connection arrives late and is marked replayed.
     origin: tuple[int, int] = field(default=(0, -1))
     settled: bool = False  # acknowledged or dropped: nothing left to do with it
+    # ``user_properties`` as encoded in a v5 PUBLISH (``encode_user_properties``), or None
+    # until encoded (an entry read back from the spool).
+    user_section: bytes | None = None
 
     @property
     def size(self) -> int:
@@ -121,6 +124,17 @@ class Outbox:
             self._bytes += entry.size
             self._enforce_bounds()
 
+    def put_many(self, entries: list[Entry]) -> None:
+        """Append a burst (not spooled here: the courier spools what stays held); the bounds
+        then hold exactly as after a ``put`` of each in turn (the oldest waiting go)."""
+        with self.lock:
+            self._entries.extend(entries)
+            size = 0
+            for entry in entries:
+                size += len(entry.payload) + len(entry.topic)
+            self._bytes += size
+            self._enforce_bounds()
+
     def _enforce_bounds(self) -> None:
         # In-flight entries are the broker's business now: only waiting ones are dropped.
         limits = self.limits
@@ -134,10 +148,14 @@ class Outbox:
 
     def _forget(self, entries: list[Entry]) -> None:
         """Bookkeeping for entries already taken out of the queue: bytes and spool rows."""
-        self._bytes -= sum(e.size for e in entries)
+        size = 0
+        spooled: list[Entry] = []
         for entry in entries:
             entry.settled = True
-        spooled = [e for e in entries if e.spool_id is not None]
+            size += len(entry.payload) + len(entry.topic)
+            if entry.spool_id is not None:
+                spooled.append(entry)
+        self._bytes -= size
         if spooled and self._spool is not None:
             self._spool.remove(spooled)
 
@@ -149,10 +167,14 @@ class Outbox:
     def next_to_send(self) -> Entry | None:
         """The oldest entry not yet in flight, after dropping expired ones; marks it in flight."""
         with self.lock:
-            self.expire()
             if self._in_flight == len(self._entries):
                 return None
             entry = self._entries[self._in_flight]
+            if entry.remaining_ttl(self.limits.ttl, self._clock()) <= 0:
+                self.expire()
+                if self._in_flight == len(self._entries):
+                    return None
+                entry = self._entries[self._in_flight]
             self._in_flight += 1
             return entry
 

@@ -64,6 +64,26 @@ def encode_publish_properties(
     return encode_varint(len(body)) + bytes(body)
 
 
+def encode_user_properties(user_properties: Sequence[tuple[str, str]]) -> bytes:
+    """The user properties of a v5 property block, without its length: a device message's
+    are encoded once, by its read thread, not on the I/O loop at every send."""
+    section = b""
+    for key, value in user_properties:
+        raw_key, raw_value = key.encode(), value.encode()
+        section += (b"\x26" + len(raw_key).to_bytes(2, "big") + raw_key
+                    + len(raw_value).to_bytes(2, "big") + raw_value)
+    return section
+
+
+def message_properties(user_section: bytes, expiry_interval: int) -> bytes:
+    """A device message's v5 PUBLISH properties: what ``encode_publish_properties`` gives
+    for the same user properties (``user_section`` from ``encode_user_properties``) and
+    expiry, from the pre-encoded user properties."""
+    length = 5 + len(user_section)
+    head = bytes((length, 2)) if length < 128 else encode_varint(length) + b"\x02"
+    return head + expiry_interval.to_bytes(4, "big") + user_section
+
+
 def describe_tls_failure(exc: BaseException) -> str | None:
     """Say why a TLS handshake failed, in an operator's words (not OpenSSL's)."""
     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -107,6 +127,8 @@ __all__ = [
     "describe_tls_failure",
     "encode_publish_properties",
     "encode_string",
+    "encode_user_properties",
     "encode_varint",
+    "message_properties",
     "publish_packet_size",
 ]

@@ -221,6 +221,22 @@ class MqttLink:
             return 0
         return self._publish_or_hold(item, tracked)
 
+    def publish_message(self, topic: str, payload: bytes, qos: int,
+                        properties: bytes | None) -> int | None:
+        """The courier's publish of a device message, on the I/O loop's thread: its packet id
+        (0 at QoS 0), or None if refused (not connected, stopping, over the broker's limits).
+        ``properties``: the encoded v5 block (``bridge.mqtt.encoding.message_properties``).
+        Not counted in the publish metric: ``count_published`` takes the batch's count."""
+        conn = self._conn
+        if conn is None or self._state != "open" or self._stopping:
+            self._out.failed(topic, "not connected")
+            return None
+        return self._out.send_message(conn, topic, payload, qos, properties)
+
+    def count_published(self, count: int) -> None:
+        if self._metrics is not None:
+            self._metrics.mqtt_publish("message", count)
+
     @property
     def max_packet_size(self) -> int:
         """The broker's limit from its MQTT v5 CONNACK; 0: none said."""

@@ -65,6 +65,22 @@ class Publisher:
             if user_properties or correlation is not None or expiry is not None:
                 properties = encode_publish_properties(
                     user_properties, correlation_data=correlation, expiry_interval=expiry)
+        mid = self._queue(conn, topic, payload, qos, properties, retain=retain)
+        if mid is not None and self._metrics is not None:
+            self._metrics.mqtt_publish(kind)
+        return mid
+
+    def send_message(self, conn: Connection, topic: str, payload: bytes, qos: int,
+                     properties: bytes | None) -> int | None:
+        """A device message (``MqttLink.publish_message``): properties already encoded."""
+        if not self.v5:
+            properties = None
+        elif properties is None:
+            properties = _NO_PROPERTIES
+        return self._queue(conn, topic, payload, min(qos, self.max_qos), properties)
+
+    def _queue(self, conn: Connection, topic: str, payload: bytes, qos: int,
+               properties: bytes | None, *, retain: bool = False) -> int | None:
         mid = 0
         try:
             name = self._topics.get(topic)
@@ -91,8 +107,6 @@ class Publisher:
             conn.send_tracked(mid, packet)
         else:
             conn.out += packet
-        if self._metrics is not None:
-            self._metrics.mqtt_publish(kind)
         return mid
 
     def failed(self, topic: str, error: str) -> None:

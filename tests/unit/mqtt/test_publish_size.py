@@ -11,6 +11,8 @@ from paho.mqtt.properties import Properties
 from bridge.mqtt.encoding import (
     describe_tls_failure,
     encode_publish_properties,
+    encode_user_properties,
+    message_properties,
     publish_packet_size,
 )
 
@@ -83,6 +85,22 @@ def test_encoded_properties_match_paho(expiry, correlation, pairs):
     decoded = Properties(PacketTypes.PUBLISH)
     decoded.unpack(ours)
     assert getattr(decoded, "UserProperty", []) == pairs
+
+
+@pytest.mark.parametrize("expiry", [1, 300, 2**32 - 1])
+@pytest.mark.parametrize("pairs", [[], [("boot_id", "0123456789abcdef"), ("seq", "7")],
+                                   [("boot_id", "b"), ("seq", "1"), ("replayed", "true")],
+                                   [("k\u00e9y", "v" * 300)], [("k", "v")] * 30])
+def test_device_message_properties_match_paho(expiry, pairs):
+    # The courier's path: user properties encoded once on the read thread, the expiry added
+    # at each send; byte for byte what paho (and encode_publish_properties) write.
+    reference = Properties(PacketTypes.PUBLISH)
+    reference.MessageExpiryInterval = expiry
+    if pairs:
+        reference.UserProperty = pairs
+    ours = message_properties(encode_user_properties(pairs), expiry)
+    assert ours == reference.pack()
+    assert ours == encode_publish_properties(pairs, expiry_interval=expiry)
 
 
 @pytest.mark.parametrize("v5", [False, True])

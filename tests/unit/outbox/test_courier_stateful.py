@@ -69,8 +69,8 @@ class FakeLink:
         self.ready.clear()
         self.connected.clear()
 
-    def publish(self, topic: str, payload: bytes, *, qos: int, user_properties=(),
-                expiry_interval=None, tracked=False) -> int:
+    def publish_message(self, topic: str, payload: bytes, qos: int,
+                        properties: bytes | None) -> int:
         self._mid += 1
         number = int(payload)
         if self.connected.is_set():
@@ -79,6 +79,9 @@ class FakeLink:
         else:
             self.unsent[self._mid] = number
         return self._mid
+
+    def count_published(self, count: int) -> None:
+        pass
 
     def ack_all(self) -> None:
         if not self.connected.is_set():

@@ -167,3 +167,32 @@ def test_complete_many_out_of_order_keeps_the_unacknowledged_in_flight_in_place(
     assert box.in_flight == 2 and len(box) == 4
     assert box.return_in_flight() == 2  # 1 and 3 wait again, ahead of 4 and 5
     assert [_seq(box.next_to_send()) for _ in range(4)] == ["1", "3", "4", "5"]
+
+
+@pytest.mark.parametrize("limits", [OutboxLimits(max_messages=5), OutboxLimits(max_bytes=45),
+                                    OutboxLimits(max_messages=3, max_bytes=1_000),
+                                    OutboxLimits(max_bytes=5)])
+@pytest.mark.parametrize("in_flight", [0, 2])
+def test_put_many_keeps_and_drops_exactly_what_puts_one_by_one_do(limits, in_flight):
+    # The courier takes a reader's burst over with one put_many: same entries kept, same
+    # drops in the same order, same bytes, as a put of each in turn.
+    def run(batched: bool):
+        box, clock, drops = _make(limits)
+        for n in range(4):
+            box.put(_entry(n, clock, size=9 if n != 2 else 30))
+        for _ in range(in_flight):
+            box.next_to_send()
+        burst = [_entry(n, clock, size=9 if n % 3 else 20) for n in range(4, 12)]
+        if batched:
+            box.put_many(burst)
+        else:
+            for entry in burst:
+                box.put(entry, spool=False)
+        kept = []
+        while (entry := box.next_to_send()) is not None:
+            kept.append(_seq(entry))
+        return kept, drops, box.bytes, box.in_flight
+
+    one_by_one = run(batched=False)
+    assert one_by_one[1], "the bounds must drop something for this to prove anything"
+    assert run(batched=True) == one_by_one
