@@ -335,8 +335,9 @@ class ReaderSession:
             try:
                 getattr(observer, event)(self, *args)
             except Exception:  # an observer bug must not take the reader down
+                # Not ``event=``: structlog's first argument is the event (a TypeError here).
                 self._log.exception("observer_failed", observer=type(observer).__name__,
-                                    event=event)
+                                    method=event)
 
     # -- device -> MQTT (the read thread) -----------------------------------------------------
 
