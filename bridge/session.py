@@ -1,6 +1,6 @@
 """One reader, end to end: HID reports <-> MMS messages <-> its own MQTT session.
 
-One thread per reader, ``hid-read[<path>]`` (strongly referenced here): it opens the reader,
+One thread per reader, ``hid-read[<path>]`` (``SessionLifecycle`` starts it): it opens the reader,
 identifies it (writes get-serial/get-firmware and reads the responses itself), connects the
 reader's MQTT session, then only reads reports, reassembles messages and hands each whole
 message to the courier (the I/O loop takes what came since its last turn as one batch).
@@ -10,11 +10,8 @@ and runs the reader's ``CommandPipeline`` (one command at a time, response timer
 the blocking HID write runs on the process's shared ``HidWriter`` thread, so a wedged device
 stalls neither the loop nor other readers, and the watchdog sees it (``writer_busy_since``).
 
-The transport is closed by whichever of its users (the read thread, a write in progress, the
-session's shutdown) comes last: hidapi frees the device in ``hid_close``, so closing under a
-read or a write is a use-after-free. A read or write that never returns must not keep the
-session from ending either: a loop timer then ends it on a short-lived ``reader-stop`` thread
-(``_rescue``), and the stuck thread closes the handle when it comes back.
+How the session starts and ends (its threads, the transport's last user, the rescue of a
+session stuck in the device) is ``SessionLifecycle``'s, in ``bridge.session_lifecycle``.
 """
 
 from __future__ import annotations
@@ -36,9 +33,8 @@ from bridge.intake import Command, Rejection
 from bridge.metrics import Metrics
 from bridge.mms import FrameDropped, Message, MessageType, Reassembler, parse_message, safe_summary
 from bridge.mqtt.link import InboundMessage, LinkOptions, MqttLink
-from bridge.mqtt.loop import IoLoop, TimerHandle, default_loop
+from bridge.mqtt.loop import default_loop
 from bridge.mqtt.topics import ReaderTopics
-from bridge.reader_handle import ReaderHandle
 from bridge.reader_identity import (
     NO_SERIAL,
     STATUS_DISCONNECTED,
@@ -48,6 +44,7 @@ from bridge.reader_identity import (
     reader_link,
     status_publication,
 )
+from bridge.session_lifecycle import READ_EXIT_GRACE, SessionLifecycle
 from bridge.session_options import ReaderObserver, SessionOptions
 from bridge.transport import Transport
 
@@ -56,14 +53,13 @@ _log = structlog.get_logger("bridge.session")
 # Messages held while the reader is being identified.
 EARLY_MESSAGE_LIMIT: Final = 256
 _DRAIN_LIMIT: Final = 64  # reports read before a hand-over, at most (a burst, not a stream)
-_READ_EXIT_GRACE: Final = 2.0  # seconds beyond ``read_timeout`` before a stuck thread is left
 
 
 class ReaderGone(Exception):  # noqa: N818 - internal control flow, never escapes the module
     """The reader vanished during identification."""
 
 
-class ReaderSession:
+class ReaderSession(SessionLifecycle):
     """Keeps one open reader connected to MQTT until it goes away or we stop."""
 
     def __init__(
@@ -93,7 +89,8 @@ class ReaderSession:
         self._observers = observers
         self.info = transport.info
         self._log = _log.bind(path=self.info.path)
-        self._loop: IoLoop = courier.loop if courier.loop is not None else default_loop()
+        super().__init__(transport, metrics, log=self._log, read_timeout=options.read_timeout,
+                         loop=courier.loop if courier.loop is not None else default_loop())
         # A session on its own (tests, tools) brings its own writer and stops it at the end.
         self._own_writer = writer is None
         self._writer = writer if writer is not None else HidWriter(self._loop)
@@ -125,52 +122,17 @@ class ReaderSession:
         self._early: list[tuple[bytes, Message | None]] = []
         self._handed = False  # enqueued without waking the I/O loop (the read thread's)
         self._types_seen: dict[str, int] = {}  # messages by type since the last count update
-        self.stopping = threading.Event()
-        self.gone = threading.Event()
-        self.finished = threading.Event()
-        self.failure: str | None = None
         self.read_heartbeat = time.monotonic()
         self.writer_limit = max(options.command_timeout, options.identify_timeout)
-        self._threads: list[threading.Thread] = []
-        self._handle = ReaderHandle(transport, metrics)  # closed by its last user
-        self._shutdown_lock = threading.Lock()
-        self._shutdown_claimed = False
-        self._rescue_timer: TimerHandle | None = None
 
-    # -- lifecycle ----------------------------------------------------------------------------
+    # -- lifecycle (the rest is ``SessionLifecycle``'s) ---------------------------------------
 
-    def start(self) -> None:
-        self._handle.enter()  # the read thread, from before it starts (it opens the handle)
-        thread = threading.Thread(target=self._run, name=f"hid-read[{self.info.path}]",
-                                  daemon=True)
-        self._threads.append(thread)
-        thread.start()
-
-    def stop(self) -> None:
-        """Ask the session to end; ``finished`` is set once it has cleaned up."""
-        if self.stopping.is_set():
-            return
-        self.stopping.set()
-        # The read thread notices within ``read_timeout``; if a wedged device keeps it inside
-        # a read or a write, the loop ends the session without it.
-        self._rescue_timer = self._loop.call_later(
-            self.options.read_timeout + _READ_EXIT_GRACE, self._rescue)
-
-    def join(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        for thread in list(self._threads):
-            thread.join(max(0.0, deadline - time.monotonic()))
-
-    @property
-    def alive(self) -> bool:
-        return not self.finished.is_set()
-
-    def _run(self) -> None:
+    def _serve(self) -> None:
         """The read thread: open, identify, connect, then read until the end."""
         try:
             self.transport.open()
             identify_budget = (self.options.identify_timeout * (self.options.identify_attempts + 1)
-                               + self.options.read_timeout + _READ_EXIT_GRACE)
+                               + self.options.read_timeout + READ_EXIT_GRACE)
             overdue = self._loop.call_later(identify_budget, self._identify_overdue)
             try:
                 self.identity = self._identify()
@@ -195,19 +157,6 @@ class ReaderSession:
             if self._fail(str(exc)):
                 self._metrics.reader_open_failures.labels("identify").inc()
                 self._log.warning("reader_identify_failed", error=str(exc))
-        finally:
-            if self._claim_shutdown():
-                self._shutdown()
-            else:  # the rescue ended the session while this thread was stuck in the device
-                self._reset_reassembler()
-            self._handle.leave()
-
-    def _fail(self, failure: str) -> bool:
-        """Record why the session ends; False when the rescue already gave a reason."""
-        if self.failure is not None:
-            return False
-        self.failure = failure
-        return True
 
     def _identify_overdue(self) -> None:
         # The loop: identification should have ended by now, so the read thread is inside a
@@ -222,26 +171,7 @@ class ReaderSession:
         self.stopping.set()
         self._rescue()
 
-    def _rescue(self) -> None:
-        """The loop: end the session for a read thread stuck in the device (it blocks on the
-        link and the courier, so on a short-lived thread of its own, never the loop's)."""
-        if not self._claim_shutdown():
-            return
-        self._log.warning("reader_read_slow_to_stop")
-        thread = threading.Thread(target=self._shutdown, name=f"reader-stop[{self.info.path}]",
-                                  daemon=True)
-        self._threads.append(thread)
-        thread.start()
-
-    def _claim_shutdown(self) -> bool:
-        with self._shutdown_lock:
-            claimed, self._shutdown_claimed = self._shutdown_claimed, True
-        return not claimed
-
-    def _shutdown(self) -> None:
-        self.stopping.set()
-        if self._rescue_timer is not None:
-            self._rescue_timer.cancel()
+    def _close(self) -> None:
         self._pipeline.close()
         self._intake.close()
         if self.link is not None and self.topics is not None:
@@ -260,7 +190,6 @@ class ReaderSession:
             self._reset_reassembler()
         self._log.info("reader_closed", reason="unplugged" if self.gone.is_set() else "stopped",
                        root=self.topics.root if self.topics else None)
-        self.finished.set()
 
     def _reset_reassembler(self) -> None:
         # The read thread's: a message cut short by the end is a framing error like any other.
@@ -335,8 +264,9 @@ class ReaderSession:
             try:
                 getattr(observer, event)(self, *args)
             except Exception:  # an observer bug must not take the reader down
+                # Not ``event=``: structlog's first argument is the event (a TypeError here).
                 self._log.exception("observer_failed", observer=type(observer).__name__,
-                                    event=event)
+                                    method=event)
 
     # -- device -> MQTT (the read thread) -----------------------------------------------------
 
@@ -449,12 +379,6 @@ class ReaderSession:
 
     def _write_off_loop(self, data: bytes, done: Callable[[Exception | None], None]) -> None:
         self._handle.write_on(self._writer, data, done)  # never on the I/O loop: it blocks
-
-    @property
-    def writer_busy_since(self) -> float | None:
-        """When the report being written to this reader was handed to the device (None: no
-        write in progress). Longer than ``writer_limit`` means a write that does not return."""
-        return self._handle.busy_since
 
 
 def _no_progress() -> None:
