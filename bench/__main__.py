@@ -4,7 +4,8 @@ broker, measured from outside the process under test. Writes bench/results/lates
 Every phase uses four processes: the broker; ``bench.feeder`` (the simulated readers: their
 CPU is never counted); the publisher under test (the bridge through ``bench.sockets``, a bare
 paho ``loop_start`` publisher, or the lean single-thread floor, all fed the same reports over
-the same sockets and publishing the same payloads with the same pre-encoded properties); and
+the same sockets and publishing the same payloads with the same pre-encoded properties; in the
+mix also ``bench.lean_threads``, the lean floor split into the bridge's threads); and
 ``bench.subscriber``, the observer, which pairs every arrival with its own send through the
 timestamp and counter inside the message. Lost (sent, never received), duplicate and stray
 messages are counted, never paired around. CPU is the publisher process's own (/proc), over
@@ -282,8 +283,12 @@ def one_run(port: int, seconds: float, growth_seconds: float, commands_n: int) -
     # that always ran second measured up to 10 % more on this machine whatever it ran.
     plain_after = phase(port, "bridge", 1, "single", seconds)
     print(f"  line rate, bridge again: {plain_after}", flush=True)
-    mix = {kind: phase(port, kind, 1, "mix", seconds) for kind in ("lean", "bridge")}
-    print(f"  mix: {mix}", flush=True)
+    # The mix: the lean floor before and after the others (compared with their mean, as the
+    # spool phase is), the lean floor with the bridge's thread layout, then the bridge.
+    mix = {kind: phase(port, kind, 1, "mix", seconds)
+           for kind in ("lean", "lean_threads", "bridge")}
+    mix_lean_after = phase(port, "lean", 1, "mix", seconds)
+    print(f"  mix: {mix}, lean again: {mix_lean_after}", flush=True)
     four = phase(port, "bridge", 4, "single", seconds)
     print(f"  4 readers: {four}", flush=True)
     cmd = command_phase(port, commands_n)
@@ -307,10 +312,15 @@ def one_run(port: int, seconds: float, growth_seconds: float, commands_n: int) -
     plain = (line["bridge"]["cpu_pct"] + plain_after["cpu_pct"]) / 2
     r["spool_plain_cpu_pct"] = round(plain, 2)
     r["spool_cost_ratio"] = round(spooled["cpu_pct"] / plain, 3)
-    r["mix_lean_cpu_pct"] = mix["lean"]["cpu_pct"]
+    lean = (mix["lean"]["cpu_pct"] + mix_lean_after["cpu_pct"]) / 2
+    r["mix_lean_cpu_pct"] = round(lean, 2)
+    r["mix_lean_threads_cpu_pct"] = mix["lean_threads"]["cpu_pct"]
     r["mix_bridge_cpu_pct"] = mix["bridge"]["cpu_pct"]
     r["mix_bridge_lost"] = mix["bridge"]["lost"]
-    r["mix_bridge_vs_lean"] = round(mix["bridge"]["cpu_pct"] / mix["lean"]["cpu_pct"], 3)
+    r["mix_bridge_vs_lean"] = round(mix["bridge"]["cpu_pct"] / lean, 3)
+    r["mix_layout_vs_lean"] = round(mix["lean_threads"]["cpu_pct"] / lean, 3)
+    r["mix_bridge_vs_layout"] = round(mix["bridge"]["cpu_pct"] / mix["lean_threads"]["cpu_pct"],
+                                      3)
     r["four_readers_sent"] = four["sent"]
     r["four_readers_delivered_pct"] = four["delivered_pct"]
     r["four_readers_lost"] = four["lost"]

@@ -61,8 +61,13 @@ def table(results: dict[str, Any]) -> str:
         ("CPU, bridge / lean floor, line rate", cell(s, "cpu_bridge_vs_lean", "x"), "", ""),
         ("**realistic mix** (every 5 ms: 4 single-report + one 1,226-byte message), CPU %",
          cell(s, "mix_bridge_cpu_pct"), f"lean floor {cell(s, 'mix_lean_cpu_pct')}", ""),
-        ("**mix, bridge / lean floor**", f"**{cell(s, 'mix_bridge_vs_lean', 'x')}**", "",
-         target(s, "mix_bridge_vs_lean", 2.0)),
+        ("**mix, bridge / lean floor**", f"**{cell(s, 'mix_bridge_vs_lean', 'x')}**",
+         "the floor: mean of a lean phase before and one after", target(s, "mix_bridge_vs_lean",
+                                                                        2.0)),
+        ("mix, the lean floor in the bridge's thread layout (a read thread per reader, one I/O "
+         "thread), CPU % / its ratio to the floor", f"{cell(s, 'mix_lean_threads_cpu_pct')} / "
+         f"{cell(s, 'mix_layout_vs_lean', 'x')}", "bridge / this layout: "
+         f"{cell(s, 'mix_bridge_vs_layout', 'x')}", ""),
         ("**spool cost**: CPU with / without the durable spool",
          f"**{cell(s, 'spool_cost_ratio', 'x')}**", f"{cell(s, 'spool_cpu_pct')} % with it; "
          f"{cell(s, 'spool_plain_cpu_pct')} % without (the phases before and after)",

@@ -97,8 +97,11 @@ class Courier:
         self._taken_back: deque[MqttLink] = deque()
         self._detaching: list[_Detach] = []
         self._gauges_at = 0.0
+        # Set by the pump for ``drain`` once nothing is held (only while one waits: an Event
+        # set and cleared around every burst would take its lock twice per burst).
         self._empty = threading.Event()
         self._empty.set()
+        self._drain_waiting = False
 
     # -- lifecycle (any thread) ---------------------------------------------------------------
 
@@ -134,8 +137,10 @@ class Courier:
         """Wait up to ``timeout`` for every outbox to empty; how many messages remain."""
         if self.loop is not None:
             self._empty.clear()
+            self._drain_waiting = True  # the pump sets ``_empty`` once nothing is held
             self.loop.wake()
         self._empty.wait(timeout)
+        self._drain_waiting = False
         return sum(len(box) for box in list(self._outboxes.values())) + len(self._incoming)
 
     def _load_spool(self, spool: Spool) -> None:
@@ -236,8 +241,6 @@ class Courier:
         self._incoming.append(Entry(serial=serial, topic=topic, payload=payload,
                                     user_properties=user_properties, created=self._clock(),
                                     user_section=encode_user_properties(user_properties)))
-        if self._empty.is_set():  # clear() takes a lock: only when it changes something
-            self._empty.clear()
         if wake and self.loop is not None:
             self.loop.wake()
 
@@ -313,8 +316,8 @@ class Courier:
                     backlog = outbox.waiting() > 0
         if self._unspooled:
             self._spool_pending(flush=backlog, now=now)
-        if held == 0 and not self._incoming and not self._empty.is_set():
-            self._empty.set()  # set() takes a lock: only when it changes something
+        if held == 0 and self._drain_waiting and not self._incoming:
+            self._empty.set()
         if now - self._gauges_at >= _GAUGES_EVERY:
             self._gauges_at = now
             self._update_gauges()
