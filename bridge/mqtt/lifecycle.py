@@ -16,6 +16,7 @@ import ssl
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final, Literal
 
 from bridge.backoff import Backoff
@@ -61,8 +62,8 @@ class LinkLifecycle(abc.ABC):
     _name: str
     _metrics: Metrics | None
     _log: Any
-    _on_ready: Any  # Callable[[MqttLink], None] | None (MqttLink is this class's subclass)
-    _on_taken_back: Any  # likewise
+    _on_ready: Callable[[Any], None] | None  # given an MqttLink (this class's subclass)
+    _on_taken_back: Callable[[Any], None] | None  # likewise
     _loop: IoLoop
     _failures: ConnectFailures
     _backoff: Backoff
