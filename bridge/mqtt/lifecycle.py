@@ -104,7 +104,6 @@ class LinkLifecycle(abc.ABC):
     def _release_held(self) -> None:
         """Send what was published while away (``MqttLink``)."""
 
-
     # -- connecting (the I/O loop's thread, but for the connector's blocking part) ------------
 
     def _begin(self) -> None:
