@@ -30,6 +30,7 @@ from typing import Final
 
 import structlog
 
+from bridge.carriers import Carriers, _Detach
 from bridge.metrics import Metrics
 from bridge.mqtt.encoding import encode_user_properties, message_properties, publish_packet_size
 from bridge.mqtt.link import MqttLink
@@ -60,15 +61,7 @@ class CourierOptions:
     drain_timeout: float = 1.0  # a detaching reader waits this long for its acks
 
 
-@dataclass(slots=True)
-class _Detach:
-    serial: str
-    link: MqttLink
-    deadline: float
-    done: threading.Event
-
-
-class Courier:
+class Courier(Carriers):
     """Every reader's outbox, emptied by the I/O loop."""
 
     def __init__(
@@ -156,77 +149,6 @@ class Courier:
             _log.info("spool_restored", serial=serial, count=len(entries))
         self._update_gauges()
 
-    def _on_loop(self, call: Callable[[], None]) -> None:
-        if self.loop is None or self.loop.in_loop():
-            call()
-        else:
-            self.loop.call_soon(call)
-
-    # -- carriers (any thread; applied on the loop) ------------------------------------------
-
-    def set_fallback(self, link: MqttLink | None) -> None:
-        """The bridge's own session: carries messages of readers that are not attached."""
-        def apply() -> None:
-            self._fallback = link
-        self._on_loop(apply)
-
-    def attach(self, serial: str, link: MqttLink) -> None:
-        def apply() -> None:
-            self._carriers[serial] = link
-            self._outbox(serial)
-        self._on_loop(apply)
-
-    def detach(self, serial: str, link: MqttLink) -> None:
-        """The reader's session is ending: give its in-flight acks a moment, then take back
-        what is still unacknowledged (it will be re-sent, marked replayed, by another carrier)."""
-        request = _Detach(serial, link, time.monotonic() + self.options.drain_timeout,
-                          threading.Event())
-        if self.loop is None:
-            request.deadline = 0.0
-            self._detaching.append(request)
-            self.pump_once()
-            return
-        self.loop.call_soon(lambda: self._detaching.append(request))
-        request.done.wait(self.options.drain_timeout + 5.0)
-
-    def _finish_detaches(self, now: float) -> None:
-        for request in list(self._detaching):
-            outbox = self._outboxes.get(request.serial)
-            if (outbox is not None and outbox.in_flight
-                    and self._sending.get(request.serial) is request.link
-                    and request.link.connected.is_set() and now < request.deadline):
-                continue  # its acks may still come
-            self._detaching.remove(request)
-            if self._carriers.get(request.serial) is request.link:
-                del self._carriers[request.serial]
-            self._release(request.serial, request.link)
-            request.done.set()
-
-    def _release(self, serial: str, link: MqttLink) -> None:
-        if self._sending.get(serial) is not link:
-            return
-        del self._sending[serial]
-        key_link = link.token
-        for key in [k for k, (box, _) in self._in_flight.items()
-                    if k[0] == key_link and box.serial == serial]:
-            del self._in_flight[key]
-            self._link_load[key_link] -= 1
-        outbox = self._outboxes.get(serial)
-        if outbox is not None:
-            returned = outbox.return_in_flight()
-            if returned:
-                _log.info("outbox_in_flight_returned", serial=serial, count=returned)
-
-    def _carrier(self, serial: str) -> MqttLink | None:
-        reader = self._carriers.get(serial)
-        fallback = self._fallback
-        # A reader session that cannot get through (refused, ACL) must not hold its messages
-        # hostage while the bridge's own session is up.
-        if reader is not None and (reader.ready.is_set() or fallback is None
-                                   or not fallback.ready.is_set()):
-            return reader
-        return fallback
-
     # -- readers' side (their threads) --------------------------------------------------------
 
     def enqueue(
@@ -273,10 +195,6 @@ class Courier:
 
     def published(self, link: MqttLink, mid: int, failure: str | None) -> None:
         self._acks.append((link.token, mid, failure))
-
-    def taken_back(self, link: MqttLink) -> None:
-        """``link``'s connection ended: what it held in flight is ours to send again."""
-        self._taken_back.append(link)
 
     # -- the pump (the loop's thread) ---------------------------------------------------------
 
