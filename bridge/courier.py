@@ -354,15 +354,15 @@ class Courier(Carriers):
                     outbox.complete(entry, dropped=DropReason.OVERSIZE)
                     continue
                 entry.replayed = not live
-                properties = None
-                if expiry is not None:
-                    section = entry.user_section
-                    if section is None:  # read back from the spool
-                        section = entry.user_section = encode_user_properties(
-                            entry.user_properties)
-                    properties = message_properties(
-                        section if live else section + _REPLAYED_SECTION, expiry)
-                try:
+                try:  # encoding too: a spooled row's properties may not encode
+                    properties = None
+                    if expiry is not None:
+                        section = entry.user_section
+                        if section is None:  # read back from the spool
+                            section = entry.user_section = encode_user_properties(
+                                entry.user_properties)
+                        properties = message_properties(
+                            section if live else section + _REPLAYED_SECTION, expiry)
                     mid = carrier.publish_message(entry.topic, entry.payload, qos, properties)
                 except Exception:  # never leave an entry marked in flight that nobody owns
                     _log.exception("outbox_publish_failed", serial=entry.serial)
