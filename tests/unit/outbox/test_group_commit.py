@@ -30,9 +30,11 @@ class Link:
         self.ready.set()
         self.connected = self.ready
         self.mids: list[int] = []
+        self.payloads: list[bytes] = []
 
     def publish_message(self, topic, payload, qos, properties) -> int:
         self.mids.append(len(self.mids) + 1)
+        self.payloads.append(payload)
         return self.mids[-1]
 
     def count_published(self, count: int) -> None:

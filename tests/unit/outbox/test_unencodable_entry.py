@@ -4,7 +4,6 @@ left in flight with nobody owning it, nor stop the turn for the entries behind i
 
 from __future__ import annotations
 
-import threading
 import time
 
 from prometheus_client import CollectorRegistry
@@ -13,36 +12,15 @@ from bridge.courier import Courier, CourierOptions
 from bridge.metrics import Metrics
 from bridge.outbox import Entry
 from bridge.spool import Spool
-
-TOPIC = "MagTek/Device/DynaFlexII/S1/MMSMessage"
-
-
-class Link:
-    v5 = True
-    max_packet_size = 0
-    token = 7
-    generation = 1
-
-    def __init__(self) -> None:
-        self.ready = threading.Event()
-        self.ready.set()
-        self.connected = self.ready
-        self.sent: list[tuple[bytes, bytes | None]] = []
-
-    def publish_message(self, topic, payload, qos, properties) -> int:
-        self.sent.append((payload, properties))
-        return len(self.sent)
-
-    def count_published(self, count: int) -> None:
-        pass
+from tests.unit.outbox.test_group_commit import SERIAL, TOPIC, Link
 
 
 def test_an_entry_whose_properties_do_not_encode_is_refused_and_the_rest_goes(tmp_path):
     spool = Spool(tmp_path / "outbox.sqlite")
     now = time.monotonic()
-    spool.add(Entry(serial="S1", topic=TOPIC, payload=b"AA",
+    spool.add(Entry(serial=SERIAL, topic=TOPIC, payload=b"AA",
                     user_properties=(("k", "\ud800"),), created=now))
-    spool.add(Entry(serial="S1", topic=TOPIC, payload=b"BB",
+    spool.add(Entry(serial=SERIAL, topic=TOPIC, payload=b"BB",
                     user_properties=(("seq", "2"),), created=now))
     spool.close()
     spool = Spool(tmp_path / "outbox.sqlite")
@@ -54,11 +32,11 @@ def test_an_entry_whose_properties_do_not_encode_is_refused_and_the_rest_goes(tm
 
     courier.pump_once()  # must not raise
 
-    assert [payload for payload, _ in link.sent] == [b"BB"]
+    assert link.payloads == [b"BB"]
     refused = metrics.registry.get_sample_value(
         "magtek_bridge_outbox_dropped_total", {"reason": "refused"})
     assert refused == 1
-    courier.published(link, 1, None)  # type: ignore[arg-type]
+    courier.published(link, link.mids[0], None)  # type: ignore[arg-type]
     courier.pump_once()
-    assert courier.queued("S1") == 0
+    assert courier.queued(SERIAL) == 0
     assert spool.load(300.0) == {}
