@@ -30,8 +30,7 @@ def connect_packet(options: LinkOptions, client_id: str, *, will: Publication | 
         maximum_packet_size=options.max_incoming_packet if v5 else 0,
         username=options.username or None,
         password=options.password if options.username else None,
-        will=None if will is None else packets.Will(will.topic, will.payload, will.qos,
-                                                    will.retain))
+        will=will)
 
 
 def tls_context(tls: TlsOptions) -> ssl.SSLContext:

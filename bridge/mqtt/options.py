@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from bridge.mqtt.packets import Publication
+
 
 @dataclass(frozen=True, slots=True)
 class TlsOptions:
@@ -46,16 +48,6 @@ class LinkOptions:
     # drops larger messages for us; on 3.1.1 a larger one ends the connection). Room for the
     # largest MMS message as hex (readers.max_message_size, 1 MiB by default) and its topic.
     max_incoming_packet: int = 4 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class Publication:
-    """A message to publish (birth, will, final)."""
-
-    topic: str
-    payload: bytes
-    qos: int = 1
-    retain: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,11 +56,16 @@ MAX_REMAINING: Final = 268_435_455  # the largest remaining length MQTT can expr
 
 
 @dataclass(frozen=True, slots=True)
-class Will:
+class Publication:
+    """A message a session publishes on its own: its will, a birth, a final."""
+
     topic: str
     payload: bytes
     qos: int = 1
     retain: bool = False
+
+
+Will = Publication  # what ``encode_connect`` takes as the will
 
 
 # -- properties (MQTT v5 §2.2.2.2) -----------------------------------------------------------
@@ -202,6 +207,7 @@ __all__ = [
     "PacketReader",
     "Pingresp",
     "Properties",
+    "Publication",
     "Publish",
     "Suback",
     "Will",
