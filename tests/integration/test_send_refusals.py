@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 from paho.mqtt.enums import MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from tests.integration.harness import REPO, running_bridge
+from tests.integration.support import make_properties
 
 pytestmark = pytest.mark.integration
 
@@ -53,8 +52,7 @@ class Noise:
     def _run(self) -> None:
         theirs = None
         if self.v5:
-            theirs = Properties(PacketTypes.PUBLISH)
-            theirs.CorrelationData = b"not-yours"
+            theirs = make_properties(correlation_data=b"not-yours")
         garbage = True
         while not self.stop.wait(self.period):
             if garbage:
@@ -109,8 +107,7 @@ def test_a_refusal_echoes_the_commands_correlation_data(broker, probe_factory):
         errors = probe_factory(f"{ROOT}/Error", f"{ROOT}/Status")
         errors.expect_retained(f"{ROOT}/Status", b"connected", timeout=30)
         sender = probe_factory()
-        properties = Properties(PacketTypes.PUBLISH)
-        properties.CorrelationData = b"order-17"
+        properties = make_properties(correlation_data=b"order-17")
         sender.publish(f"{ROOT}/SendCommand", DEVICE_RESPONSE, properties=properties)
         report = errors.wait_for(f"{ROOT}/Error")
         assert report.correlation_data == b"order-17"

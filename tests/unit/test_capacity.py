@@ -13,26 +13,9 @@ from paho.mqtt.properties import Properties
 
 from bench import capacity
 from bridge.mms import MessageType, packetize, parse_message
+from tests.fakes.mqtt_wire import read_packet
 
 CONNECT, CONNACK, PUBLISH = 0x10, 0x20, 0x30
-
-
-def _read_packet(conn: socket.socket) -> bytes:
-    """One whole MQTT control packet, fixed header included."""
-    first = conn.recv(1)
-    header = bytearray(first)
-    remaining, shift = 0, 0
-    while True:
-        byte = conn.recv(1)[0]
-        header.append(byte)
-        remaining |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            break
-    body = b""
-    while len(body) < remaining:
-        body += conn.recv(remaining - len(body))
-    return bytes(header) + body
 
 
 def _publish_bytes_paho_sends(protocol: MQTTProtocolVersion, topic: str, payload: bytes,
@@ -48,7 +31,7 @@ def _publish_bytes_paho_sends(protocol: MQTTProtocolVersion, topic: str, payload
             conn.settimeout(5)
             try:
                 client.loop(0.2)
-                assert _read_packet(conn)[0] == CONNECT
+                assert read_packet(conn)[0] == CONNECT
                 conn.sendall(bytes([CONNACK, 3, 0, 0, 0]) if v5 else bytes([CONNACK, 2, 0, 0]))
                 client.loop(0.2)
                 props = None
@@ -57,7 +40,7 @@ def _publish_bytes_paho_sends(protocol: MQTTProtocolVersion, topic: str, payload
                     props.UserProperty = pairs
                 client.publish(topic, payload, qos=1, properties=props)
                 client.loop(0.2)
-                packet = _read_packet(conn)
+                packet = read_packet(conn)
             finally:
                 client.disconnect()
     assert packet[0] & 0xF0 == PUBLISH

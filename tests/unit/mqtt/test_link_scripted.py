@@ -17,6 +17,7 @@ from bridge.mqtt import packets
 from bridge.mqtt.link import LinkOptions, MqttLink
 from bridge.mqtt.loop import IoLoop
 from bridge.mqtt.options import InboundMessage
+from tests.fakes.mqtt_wire import read_packet
 from tests.integration.harness import wait_until
 
 H = bytes.fromhex
@@ -30,24 +31,9 @@ class Peer:
         self.sock = sock
         sock.settimeout(WAIT)
 
-    def _take(self, count: int) -> bytes:
-        data = b""
-        while len(data) < count:
-            chunk = self.sock.recv(count - len(data))
-            assert chunk, "the link closed the connection"
-            data += chunk
-        return data
-
     def packet(self) -> bytes:
         """The next whole packet the link sent."""
-        head = self._take(2)
-        while head[-1] & 0x80:
-            head += self._take(1)
-        remaining = shift = 0
-        for byte in head[1:]:
-            remaining |= (byte & 0x7F) << shift
-            shift += 7
-        return head + self._take(remaining)
+        return read_packet(self.sock)
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)

@@ -39,6 +39,7 @@ from bridge.mqtt.packets import (
     encode_publish,
     encode_subscribe,
 )
+from tests.fakes.mqtt_wire import read_packet
 
 H = bytes.fromhex
 
@@ -190,26 +191,6 @@ def test_disconnect_and_pingreq():
 # -- paho's bytes for the same packets --------------------------------------------------------
 
 
-def _read_packet(sock: socket.socket) -> bytes:
-    """One whole MQTT packet from a blocking socket."""
-    def take(count: int) -> bytes:
-        data = b""
-        while len(data) < count:
-            chunk = sock.recv(count - len(data))
-            assert chunk, "paho closed the connection"
-            data += chunk
-        return data
-
-    head = take(2)
-    while head[-1] & 0x80:
-        head += take(1)
-    remaining = shift = 0
-    for byte in head[1:]:
-        remaining |= (byte & 0x7F) << shift
-        shift += 7
-    return head + take(remaining)
-
-
 class _PahoCapture:
     """A paho client connected to a socket we listen on, driven without its thread."""
 
@@ -225,7 +206,7 @@ class _PahoCapture:
         self.client.connect("127.0.0.1", port, **connect)
         self.server, _ = self._listener.accept()
         self.server.settimeout(10)
-        self.connect_packet = _read_packet(self.server)
+        self.connect_packet = read_packet(self.server)
         self._v5 = v5
 
     def accept_session(self) -> None:
@@ -238,7 +219,7 @@ class _PahoCapture:
 
     def next_packet(self) -> bytes:
         self.client.loop_write()
-        return _read_packet(self.server)
+        return read_packet(self.server)
 
     def close(self) -> None:
         sock = self.client.socket()
@@ -341,7 +322,7 @@ def test_paho_disconnect(paho_capture, v5):
     capture = paho_capture(v5=v5)
     capture.accept_session()
     capture.client.disconnect()
-    assert _read_packet(capture.server) == packets.DISCONNECT_PACKET
+    assert read_packet(capture.server) == packets.DISCONNECT_PACKET
 
 
 def test_paho_acks_for_an_inbound_qos1_and_qos2_publish(paho_capture):

@@ -15,14 +15,9 @@ from bridge.mqtt.link import LinkOptions
 from bridge.mqtt.loop import IoLoop
 from bridge.session import ReaderSession, SessionOptions
 from bridge.transport.simulated import SimulatedBus
+from tests.unit.test_throttle import _started_since
 
 BAD = Rejection("not_hex", "payload is not hex")
-
-
-def _started_since(before: set[threading.Thread]) -> list[str]:
-    """Threads started since ``before`` (other tests' MQTT machinery aside)."""
-    return [t.name for t in set(threading.enumerate()) - before
-            if not t.name.startswith("mqtt-")]
 
 
 def test_a_flood_summary_is_sent_on_the_io_loop(monkeypatch):
