@@ -146,8 +146,8 @@ class Operations:
         if not tran_id:
             return None
         try:
-            match = self._find(tran_id, definition, started, deadline,
-                               since=started - REDELIVERY_WINDOW, any_returned=True)
+            match = self._find(tran_id, definition, deadline,
+                               earliest=started - REDELIVERY_WINDOW, skip_returned=False)
             if match is None:
                 return None
             _log.info("mppg_redelivered_create_found", payment_request=match)
@@ -166,7 +166,8 @@ class Operations:
                                 "bridge cannot check, list before retrying")
             raise failure
         try:
-            match = self._find(tran_id, definition, started, deadline)
+            match = self._find(tran_id, definition, deadline,
+                               earliest=started - LOOKUP_WINDOW)
             if match is not None:
                 _log.info("mppg_create_recovered", payment_request=match,
                           code=failure.code)
@@ -178,30 +179,27 @@ class Operations:
         failure.message += "; no request with this customerTranID was created: safe to retry"
         raise failure
 
-    def _find(self, tran_id: str, definition: PaymentRequestDefinition, started: datetime,
-              deadline: Deadline, *, since: datetime | None = None,
-              any_returned: bool = False) -> str | None:
-        """The newest request with this ``customerTranID`` and amount created in the window
-        (by default around ``started``), skipping ids this process handed out already unless
-        ``any_returned`` (a redelivery may be of a request we did hand out)."""
-        earliest = since if since is not None else started - LOOKUP_WINDOW
-        today = datetime.now(UTC).date()
+    def _find(self, tran_id: str, definition: PaymentRequestDefinition, deadline: Deadline,
+              *, earliest: datetime, skip_returned: bool = True) -> str | None:
+        """The newest request with this ``customerTranID`` and amount created since
+        ``earliest``, skipping ids this process handed out already if ``skip_returned`` (a
+        redelivery may be of a request we did hand out)."""
         window = (earliest, datetime.now(UTC) + LOOKUP_WINDOW)
+        # No end date: MPPG's "today" is in its own zone, which we do not know.
+        first_day = min(datetime.now(UTC).date() - timedelta(days=1), earliest.date())
         best: PaymentRequestSummary | None = None
         for page in range(1, LOOKUP_PAGES + 1):
-            # No end date: MPPG's "today" is in its own zone, which we do not know.
-            first_day = min(today - timedelta(days=1), earliest.date())
             query = parse_list_query({"ds": first_day.isoformat(),
                                       "ps": 1000, "pn": page})
             listing = self.client.list_requests(query, timeout=deadline.left())
             for row in listing.requests:
                 if (str(row.customer_tran_id) != tran_id or row.amount != definition.amount
-                        or (row.payment_request_id in self._returned and not any_returned)):
+                        or (skip_returned and row.payment_request_id in self._returned)):
                     continue
                 created = row.date_created
                 if created is None:
                     continue
-                created = created if created.tzinfo else created.replace(tzinfo=UTC)
+                created = _aware(created)
                 if window[0] <= created <= window[1] and (
                         best is None or best.date_created is None
                         or created > _aware(best.date_created)):

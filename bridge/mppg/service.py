@@ -148,11 +148,17 @@ class PaymentRequestService:
 
     def on_message(self, message: InboundMessage) -> None:
         """Queue a request for the workers; never blocks the I/O loop, never parses a
-        request that is over the limits (their refusal is the worker's job)."""
+        request that is over the limits (their refusal is the worker's job). What is not
+        queued is acknowledged here, what is queued by the worker once answered: every
+        message once, or every later acknowledgement would wait behind it (arrival order)."""
+        if not self._enqueue(message):
+            _acknowledge(message)
+
+    def _enqueue(self, message: InboundMessage) -> bool:
+        """Queue ``message`` for a worker (True), or answer it here (False)."""
         op = self.topics.operation_of(message.topic)
         if op is None:
-            _acknowledge(message)
-            return
+            return False
         if message.retain:
             # A retained request is a stale one the broker replays to every new session:
             # running it would create a payment request on each bridge restart.
@@ -160,15 +166,14 @@ class PaymentRequestService:
                         error=BridgeSideError(BridgeCode.RETAINED_REQUEST,
                                               "retained requests are refused; publish with "
                                               "retain=false"))
-            _acknowledge(message)
-            return
+            return False
         if self._queue.qsize() >= self.settings.queue_size:
             self._reply(op, message, self._envelope_of(message.payload),
                         error=BridgeSideError(BridgeCode.BUSY, "too many payment requests "
                                               "waiting; try again shortly"))
-            _acknowledge(message)
-            return
-        self._queue.put((op, message))  # acknowledged by the worker once answered
+            return False
+        self._queue.put((op, message))
+        return True
 
     # -- the workers -------------------------------------------------------------------------
 
