@@ -26,6 +26,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import attrgetter
 from typing import Final
 
 import structlog
@@ -236,7 +238,7 @@ class Courier(Carriers):
             self._spool_pending(flush=backlog, now=now)
         if held == 0 and self._drain_waiting and not self._incoming:
             self._empty.set()
-        if now - self._gauges_at >= _GAUGES_EVERY:
+        if sweep:
             self._gauges_at = now
             self._update_gauges()
 
@@ -248,13 +250,8 @@ class Courier(Carriers):
             batch.append(self._incoming.popleft())
         if self._spool is not None:
             self._unspooled.extend(batch)
-        start = 0
-        while start < len(batch):  # runs of one reader's entries (a burst is one reader's)
-            serial = batch[start].serial
-            end = start + 1
-            while end < len(batch) and batch[end].serial == serial:
-                end += 1
-            run = batch[start:end]
+        for serial, group in groupby(batch, key=attrgetter("serial")):  # a burst: one reader
+            run = list(group)
             carrier = self._carrier(serial)
             if carrier is None or not carrier.ready.is_set():
                 for entry in run:
@@ -264,7 +261,6 @@ class Courier(Carriers):
                 for entry in run:
                     entry.origin = origin
             self._outbox(serial).put_many(run)
-            start = end
 
     def _spool_pending(self, *, flush: bool, now: float | None = None) -> None:
         """Spool what is still held after ``SPOOL_AFTER`` (everything when ``flush``)."""
@@ -350,11 +346,11 @@ class Courier(Carriers):
                     return
                 live = entry.origin == origin and not entry.replayed
                 expiry = entry.expiry_interval(outbox.limits.ttl, now) if v5 else None
-                if limit and self._oversize(entry, live, expiry, limit, carrier.v5):
-                    outbox.complete(entry, dropped=DropReason.OVERSIZE)
-                    continue
-                entry.replayed = not live
-                try:  # encoding too: a spooled row's properties may not encode
+                try:  # sizing and encoding too: a spooled row's properties may not encode
+                    if limit and self._oversize(entry, live, expiry, limit, v5):
+                        outbox.complete(entry, dropped=DropReason.OVERSIZE)
+                        continue
+                    entry.replayed = not live
                     properties = None
                     if expiry is not None:
                         section = entry.user_section

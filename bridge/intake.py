@@ -85,13 +85,10 @@ def validate_command(
     # doing any work on them.
     if len(payload) > 3 * max_size + 64:
         return Rejection("too_large", f"payload of {len(payload)} bytes exceeds the cap")
-    if payload[:1] == bytes([_START_BYTE]):
-        data = bytes(payload)
-    else:
-        try:
-            data = normalize_command_hex(payload.decode("latin-1"))
-        except ProtocolError as exc:
-            return Rejection(exc.reason, str(exc))
+    try:
+        data = _command_data(payload)
+    except ProtocolError as exc:
+        return Rejection(exc.reason, str(exc))
     if len(data) > max_size:
         return Rejection("too_large", f"message of {len(data)} bytes exceeds {max_size}")
     try:
@@ -128,6 +125,14 @@ def clears_retained_command(payload: bytes) -> bool:
 _REFERENCE_LIMIT: Final = 4 << 20
 
 
+def _command_data(payload: bytes) -> bytes:
+    """A command's MMS bytes: raw (it starts with the start byte) or hex text; raises
+    ``ProtocolError`` on text that is not hex."""
+    if payload[:1] == bytes([_START_BYTE]):
+        return bytes(payload)
+    return normalize_command_hex(payload.decode("latin-1"))
+
+
 def command_reference(payload: bytes) -> tuple[int, int] | None:
     """(reference number, command id) of a refused command, when it reads as an MMS message.
 
@@ -137,9 +142,7 @@ def command_reference(payload: bytes) -> tuple[int, int] | None:
     if len(payload) > _REFERENCE_LIMIT:
         return None
     try:
-        data = (bytes(payload) if payload[:1] == bytes([_START_BYTE])
-                else normalize_command_hex(payload.decode("latin-1")))
-        message = parse_message(data)
+        message = parse_message(_command_data(payload))
     except ProtocolError:
         return None
     return message.ref, message.command_id

@@ -252,9 +252,7 @@ class ReaderSession(SessionLifecycle):
         early, self._early = self._early, []
         for data, parsed in early:
             self._publish_device_message(data, parsed)
-        if early:
-            self._handed = False
-            self._courier.hand_over()
+        self._hand_over()
         if self._on_identified is not None:
             self._on_identified(self)
         self._notify("reader_connected")
@@ -302,10 +300,14 @@ class ReaderSession(SessionLifecycle):
                 for label, count in self._types_seen.items():
                     self._metrics.message("in", label, count)
                 self._types_seen.clear()
-            if self._handed:
-                self._handed = False
-                self._courier.hand_over()
+            self._hand_over()
         return True
+
+    def _hand_over(self) -> None:
+        """Wake the I/O loop once for what was enqueued since the last hand-over."""
+        if self._handed:
+            self._handed = False
+            self._courier.hand_over()
 
     def _feed(self, report: bytes) -> None:
         for event in self._reassembler.feed(report):

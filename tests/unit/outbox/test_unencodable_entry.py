@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from bridge.courier import Courier, CourierOptions
@@ -15,7 +16,9 @@ from bridge.spool import Spool
 from tests.unit.outbox.test_group_commit import SERIAL, TOPIC, Link
 
 
-def test_an_entry_whose_properties_do_not_encode_is_refused_and_the_rest_goes(tmp_path):
+@pytest.mark.parametrize("max_packet_size", [0, 100_000])  # sized first when there is a limit
+def test_an_entry_whose_properties_do_not_encode_is_refused_and_the_rest_goes(
+        tmp_path, max_packet_size):
     spool = Spool(tmp_path / "outbox.sqlite")
     now = time.monotonic()
     spool.add(Entry(serial=SERIAL, topic=TOPIC, payload=b"AA",
@@ -25,7 +28,8 @@ def test_an_entry_whose_properties_do_not_encode_is_refused_and_the_rest_goes(tm
     spool.close()
     spool = Spool(tmp_path / "outbox.sqlite")
     metrics = Metrics(CollectorRegistry(), process_metrics=False)
-    courier = Courier(CourierOptions(), spool=spool, metrics=metrics)
+    courier = Courier(CourierOptions(max_packet_size=max_packet_size), spool=spool,
+                      metrics=metrics)
     courier.start()
     link = Link()
     courier.set_fallback(link)  # type: ignore[arg-type]
