@@ -34,7 +34,11 @@ import structlog
 
 from bridge.carriers import Carriers, _Detach
 from bridge.metrics import Metrics
-from bridge.mqtt.encoding import encode_user_properties, message_properties, publish_packet_size
+from bridge.mqtt.encoding import (
+    encode_user_properties,
+    encoded_publish_size,
+    message_properties,
+)
 from bridge.mqtt.link import MqttLink
 from bridge.mqtt.loop import IoLoop
 from bridge.outbox import DropReason, Entry, Outbox, OutboxLimits
@@ -346,11 +350,7 @@ class Courier(Carriers):
                     return
                 live = entry.origin == origin and not entry.replayed
                 expiry = entry.expiry_interval(outbox.limits.ttl, now) if v5 else None
-                try:  # sizing and encoding too: a spooled row's properties may not encode
-                    if limit and self._oversize(entry, live, expiry, limit, v5):
-                        outbox.complete(entry, dropped=DropReason.OVERSIZE)
-                        continue
-                    entry.replayed = not live
+                try:  # encoding too: a spooled row's properties may not encode
                     properties = None
                     if expiry is not None:
                         section = entry.user_section
@@ -359,6 +359,10 @@ class Courier(Carriers):
                                 entry.user_properties)
                         properties = message_properties(
                             section if live else section + _REPLAYED_SECTION, expiry)
+                    if limit and self._oversize(entry, properties, limit):
+                        outbox.complete(entry, dropped=DropReason.OVERSIZE)
+                        continue
+                    entry.replayed = not live
                     mid = carrier.publish_message(entry.topic, entry.payload, qos, properties)
                 except Exception:  # never leave an entry marked in flight that nobody owns
                     _log.exception("outbox_publish_failed", serial=entry.serial)
@@ -378,11 +382,11 @@ class Courier(Carriers):
             if sent:
                 carrier.count_published(sent)  # one metric update for the batch
 
-    def _oversize(self, entry: Entry, live: bool, expiry: int | None, limit: int,
-                  v5: bool) -> bool:
-        properties = entry.user_properties if live else (*entry.user_properties, _REPLAYED)
-        size = publish_packet_size(entry.topic, entry.payload, properties if v5 else (),
-                                   qos=self.options.qos, expiry=expiry, v5=v5)
+    def _oversize(self, entry: Entry, properties: bytes | None, limit: int) -> bool:
+        """Over ``limit`` as it would go out, with the property block about to be sent."""
+        size = encoded_publish_size(entry.topic, len(entry.payload),
+                                    0 if properties is None else len(properties),
+                                    qos=self.options.qos)
         if size > limit:
             _log.error("outbox_message_oversize", serial=entry.serial, size=size, limit=limit)
         return size > limit

@@ -25,9 +25,17 @@ def publish_packet_size(
         properties += 5
     if correlation_data is not None:
         properties += 3 + len(correlation_data)
-    remaining = 2 + len(topic.encode()) + (2 if qos else 0) + len(payload)
+    block = 0
     if v5 or user_properties or expiry is not None or correlation_data is not None:
-        remaining += len(encode_varint(properties)) + properties  # v5: at least its length
+        block = len(encode_varint(properties)) + properties  # v5: at least its length
+    return encoded_publish_size(topic, len(payload), block, qos=qos)
+
+
+def encoded_publish_size(topic: str, payload_size: int, properties_size: int, *,
+                         qos: int) -> int:
+    """Bytes of the PUBLISH on the wire given its encoded property block's size (0 on MQTT
+    3.1.1): what the courier holds against a limit with the block it is about to send."""
+    remaining = 2 + len(topic.encode()) + (2 if qos else 0) + payload_size + properties_size
     return 1 + len(encode_varint(remaining)) + remaining
 
 
@@ -59,8 +67,7 @@ def encode_publish_properties(
         body += b"\x02" + expiry_interval.to_bytes(4, "big")
     if correlation_data is not None:
         body += b"\x09" + encode_string(correlation_data)
-    for key, value in user_properties:
-        body += b"\x26" + encode_string(key) + encode_string(value)
+    body += encode_user_properties(user_properties)
     return encode_varint(len(body)) + bytes(body)
 
 
@@ -129,6 +136,7 @@ __all__ = [
     "encode_string",
     "encode_user_properties",
     "encode_varint",
+    "encoded_publish_size",
     "message_properties",
     "publish_packet_size",
 ]

@@ -229,7 +229,7 @@ class LinkLifecycle(abc.ABC):
         self._connected_at = time.monotonic()  # the backoff restarts if this one lasts
         self.generation += 1
         props = connack.properties
-        self._out.limits(props, self._log)
+        self._out.limits(props)
         receive_maximum = int(props.get("ReceiveMaximum", 65535))  # type: ignore[call-overload]
         conn.window = max(1, min(self._options.max_inflight, receive_maximum))
         server_keepalive = props.get("ServerKeepAlive")

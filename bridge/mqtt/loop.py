@@ -1,10 +1,10 @@
 """The I/O loop: one thread drives every MQTT connection of the process.
 
 Reader threads only read; everything that touches an MQTT connection, an outbox or the spool
-runs here, so none of it needs a lock. Paho is driven through its external-loop API
-(``socket()``, ``loop_read``, ``loop_write``, ``want_write``, ``loop_misc``) with one
-``selectors`` selector; other threads hand work over with ``call_soon``, which wakes the
-selector through a socketpair (one byte per wake-up, not per item). Each turn: network events,
+runs here, so none of it needs a lock. Each connection (``bridge.mqtt.wire``) is a
+non-blocking socket in one ``selectors`` selector; other threads hand work over with
+``call_soon``, which wakes the selector through an eventfd (a socket pair where there is
+none; one wake-up per turn, not per item). Each turn: network events,
 hand-overs, the turn hooks (the courier fills its windows), then every connection writes what
 is due, and only then the loop sleeps.
 

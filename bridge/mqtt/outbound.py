@@ -33,7 +33,7 @@ class Publisher:
         self._log = log
         self._topics: dict[str, bytes] = {}
 
-    def limits(self, connack_properties: dict[str, object], log: Any) -> None:
+    def limits(self, connack_properties: dict[str, object]) -> None:
         """What the broker's v5 CONNACK allows (§3.2.2.3): a publish above its Maximum QoS,
         or retained where it has none, is a protocol error it disconnects us for."""
         size = connack_properties.get("MaximumPacketSize", 0)
@@ -43,7 +43,7 @@ class Publisher:
         self.max_qos = qos if isinstance(qos, int) else 2
         self.retain_available = retain != 0
         if self.max_qos < 2 or not self.retain_available:
-            log.warning("mqtt_broker_limits", maximum_qos=self.max_qos,
+            self._log.warning("mqtt_broker_limits", maximum_qos=self.max_qos,
                         retain_available=self.retain_available,
                         effect="publishes above it go at its maximum QoS; retained ones "
                                "unretained (Status is then not kept for late subscribers)")

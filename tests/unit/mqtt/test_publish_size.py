@@ -12,6 +12,7 @@ from bridge.mqtt.encoding import (
     describe_tls_failure,
     encode_publish_properties,
     encode_user_properties,
+    encoded_publish_size,
     message_properties,
     publish_packet_size,
 )
@@ -112,3 +113,16 @@ def test_size_matches_our_own_packet_with_no_properties(v5, size):
     packet = encode_publish(check_topic(topic), b"A" * size, qos=1, mid=1,
                             properties=b"\x00" if v5 else None)
     assert publish_packet_size(topic, b"A" * size, qos=1, v5=v5) == len(packet)
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+@pytest.mark.parametrize("size", [0, 100, 20_000])
+@pytest.mark.parametrize("properties", [None, b"\x00", message_properties(
+    encode_user_properties([("boot_id", "0123456789abcdef"), ("seq", "7")]), 300)])
+def test_the_couriers_size_from_the_encoded_block_is_the_packets_length(qos, size, properties):
+    from bridge.mqtt.packets import check_topic, encode_publish  # noqa: PLC0415
+
+    topic = "MagTek/Device/DynaFlexII/B123456/MMSMessage"
+    packet = encode_publish(check_topic(topic), b"A" * size, qos=qos, mid=1 if qos else 0,
+                            properties=properties)
+    assert encoded_publish_size(topic, size, len(properties or b""), qos=qos) == len(packet)
