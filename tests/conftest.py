@@ -10,6 +10,8 @@ from typing import Final
 import pytest
 import structlog
 
+from bridge.mqtt.loop import IoLoop
+
 # How long threads a test started may take to finish after it (paho's network thread
 # leaves its select() within a second of disconnect()). Shared by all of them.
 THREAD_EXIT_BUDGET_S: Final = 2.0
@@ -17,6 +19,15 @@ _PAHO_THREAD_PREFIX: Final = "paho-mqtt-client-"
 # A bridge's I/O loop (every MQTT connection it has); CLI tools share a process-wide one
 # under another name, which lives as long as the process.
 _IO_LOOP_THREAD: Final = "mqtt-io"
+
+
+@pytest.fixture
+def loop() -> Iterator[IoLoop]:
+    """A started I/O loop of the test's own, stopped after it."""
+    io = IoLoop(name="test-io")
+    io.start()
+    yield io
+    io.stop()
 
 
 @pytest.fixture(autouse=True)

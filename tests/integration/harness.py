@@ -6,17 +6,19 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
 
 from bridge.app import BridgeApp
 from bridge.config import Settings, load_settings
 from bridge.metrics import Metrics
+from bridge.mqtt.loop import IoLoop
 from bridge.transport.simulated import SimulatedBus
 
 REPO = Path(__file__).resolve().parents[2]
@@ -127,3 +129,23 @@ __all__ = [
     "wait_until",
     "write_config",
 ]
+
+
+R = TypeVar("R")
+
+
+def on_loop(loop: IoLoop, call: Callable[[], R], timeout: float = 30.0) -> R:
+    """Run ``call`` on the loop's thread (where ``publish`` returns what it did) and wait."""
+    result: list[R] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            result.append(call())
+        finally:
+            done.set()
+
+    loop.call_soon(run)
+    assert done.wait(timeout), "the I/O loop did not run the call"
+    assert result, "the call raised on the loop (see the log)"
+    return result[0]

@@ -8,27 +8,13 @@ from __future__ import annotations
 import threading
 
 from bridge.mqtt.link import LinkOptions, MqttLink
-from bridge.mqtt.loop import IoLoop
 from bridge.mqtt.options import InboundMessage
-from tests.integration.harness import wait_until
+from tests.integration.harness import on_loop, wait_until
 
 WAIT = 30.0
 
 
-def _run_on(loop: IoLoop, call) -> None:
-    done = threading.Event()
-
-    def run() -> None:
-        call()
-        done.set()
-
-    loop.call_soon(run)
-    assert done.wait(WAIT)
-
-
-def test_every_ack_of_a_burst_arrives_with_no_further_turn(broker):
-    loop = IoLoop(name="test-lazy-io")
-    loop.start()
+def test_every_ack_of_a_burst_arrives_with_no_further_turn(broker, loop):
     acked: list[int] = []
     link = MqttLink(LinkOptions(host=broker.host, port=broker.port), client_id="lazy-acks",
                     loop=loop, lazy_acks=True,
@@ -36,20 +22,16 @@ def test_every_ack_of_a_burst_arrives_with_no_further_turn(broker):
     link.start()
     try:
         assert link.wait_ready(WAIT)
-        mids: list[int] = []
-        _run_on(loop, lambda: mids.extend(link.publish(f"lazy/{n}", b"x", qos=1)
-                                          for n in range(5)))
+        mids = on_loop(loop, lambda: [link.publish(f"lazy/{n}", b"x", qos=1)
+                                      for n in range(5)])
         assert all(mids)
         # Nothing else happens on the loop: only the collection deadline reads these.
         assert wait_until(lambda: sorted(acked) == sorted(mids), WAIT), (acked, mids)
     finally:
         link.stop()
-        loop.stop()
 
 
-def test_read_now_takes_a_message_while_acks_are_read_lazily(broker, probe_factory):
-    loop = IoLoop(name="test-lazy-io")
-    loop.start()
+def test_read_now_takes_a_message_while_acks_are_read_lazily(broker, probe_factory, loop):
     got: list[InboundMessage] = []
     link = MqttLink(LinkOptions(host=broker.host, port=broker.port), client_id="lazy-cmd",
                     loop=loop, lazy_acks=True, subscriptions=[("lazy/cmd", 1)],
@@ -73,4 +55,3 @@ def test_read_now_takes_a_message_while_acks_are_read_lazily(broker, probe_facto
         stop.set()
     finally:
         link.stop()
-        loop.stop()

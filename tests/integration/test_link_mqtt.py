@@ -5,47 +5,18 @@ Maximum, refused topics, and keepalive through a black-holed connection."""
 from __future__ import annotations
 
 import socket
-import threading
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from bridge.metrics import Metrics
 from bridge.mqtt import packets
 from bridge.mqtt.link import LinkOptions, MqttLink
-from bridge.mqtt.loop import IoLoop
 from bridge.mqtt.options import InboundMessage
-from tests.integration.harness import wait_until
+from tests.integration.harness import on_loop, wait_until
 from tests.integration.support.relay import TcpRelay
 
-R = TypeVar("R")
 WAIT = 30.0  # generous: the machine is shared
-
-
-@pytest.fixture
-def loop() -> Iterator[IoLoop]:
-    io = IoLoop(name="test-link-io")
-    io.start()
-    yield io
-    io.stop()
-
-
-def _on_loop(loop: IoLoop, call: Callable[[], R]) -> R:
-    """Run ``call`` on the loop's thread (where ``publish`` returns what it did) and wait."""
-    result: list[R] = []
-    done = threading.Event()
-
-    def run() -> None:
-        try:
-            result.append(call())
-        finally:
-            done.set()
-
-    loop.call_soon(run)
-    assert done.wait(WAIT), "the I/O loop did not run the call"
-    assert result, "the call raised on the loop (see the log)"
-    return result[0]
 
 
 def _options(host: str, port: int, **overrides: Any) -> LinkOptions:
@@ -163,7 +134,7 @@ def test_qos2_inbound_is_delivered_once_and_outbound_completes(broker, probe_fac
         assert wait_until(lambda: any(m.payload == b"after" for m in got), WAIT)
         assert [(m.payload, m.qos) for m in got] == [(b"exactly once", 2), (b"after", 1)]
 
-        mid = _on_loop(loop, lambda: link.publish("test/q2/out", b"q2 out", qos=2))
+        mid = on_loop(loop, lambda: link.publish("test/q2/out", b"q2 out", qos=2))
         assert mid
         assert wait_until(lambda: published, WAIT)
         assert published == [(mid, None)]  # PUBREC, PUBREL, PUBCOMP: done
@@ -189,9 +160,9 @@ def test_a_publish_over_the_brokers_maximum_packet_size_is_refused_not_sent(
         assert link.max_packet_size == 1000  # from the CONNACK
         # "test/big" QoS 1 on v5: 1 + 2 (remaining length) + 2 + 8 + 2 + 1 (no properties)
         # + payload: 984 bytes of payload make exactly 1000.
-        assert _on_loop(loop, lambda: link.publish("test/big", b"a" * 985, qos=1)) is None
+        assert on_loop(loop, lambda: link.publish("test/big", b"a" * 985, qos=1)) is None
         assert _failures(metrics) == 1
-        assert _on_loop(loop, lambda: link.publish("test/big", b"b" * 984, qos=1))
+        assert on_loop(loop, lambda: link.publish("test/big", b"b" * 984, qos=1))
         message = probe.wait_for("test/big", timeout=WAIT)
         assert message.payload == b"b" * 984  # the largest allowed went through
         assert link.connected.is_set()
@@ -218,7 +189,7 @@ def test_the_brokers_receive_maximum_holds_publishes_back_in_order(
         def burst() -> list[int | None]:  # one loop turn: all queued before any ack
             return [link.publish(f"test/window/{n}", b"%d" % n, qos=2) for n in range(count)]
 
-        mids = _on_loop(loop, burst)
+        mids = on_loop(loop, burst)
         assert all(mids)
         assert wait_until(lambda: len(published) == count, WAIT), published
         assert [failure for _, failure in published] == [None] * count
@@ -263,11 +234,11 @@ def test_an_invalid_topic_is_refused_and_counted_without_a_crash(broker, probe_f
     try:
         link.start()
         assert link.wait_ready(WAIT)
-        assert _on_loop(loop, lambda: link.publish(topic, b"nope", qos=1)) is None
-        assert _on_loop(loop, lambda: link.publish(topic, b"nope", qos=0)) is None
+        assert on_loop(loop, lambda: link.publish(topic, b"nope", qos=1)) is None
+        assert on_loop(loop, lambda: link.publish(topic, b"nope", qos=0)) is None
         assert _failures(metrics) == 2
         assert link.publish(topic, b"from another thread", qos=1) == 0  # handed over
-        assert _on_loop(loop, lambda: link.publish("test/valid", b"fine", qos=1))
+        assert on_loop(loop, lambda: link.publish("test/valid", b"fine", qos=1))
         assert probe.wait_for("test/valid", timeout=WAIT).payload == b"fine"
         assert _failures(metrics) == 3
         assert link.connected.is_set() and link.generation == 1

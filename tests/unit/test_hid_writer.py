@@ -15,14 +15,6 @@ STALL = 0.05
 
 
 @pytest.fixture
-def loop() -> Iterator[IoLoop]:
-    io = IoLoop(name="test-io")
-    io.start()
-    yield io
-    io.stop()
-
-
-@pytest.fixture
 def writer(loop: IoLoop) -> Iterator[HidWriter]:
     shared = HidWriter(loop, stall_after=STALL)
     yield shared

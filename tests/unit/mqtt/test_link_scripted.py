@@ -81,14 +81,6 @@ def scripted() -> Iterator[ScriptedBroker]:
     broker.close()
 
 
-@pytest.fixture
-def loop() -> Iterator[IoLoop]:
-    io = IoLoop(name="test-scripted-io")
-    io.start()
-    yield io
-    io.stop()
-
-
 def _link(scripted: ScriptedBroker, loop: IoLoop, **kwargs: Any) -> MqttLink:
     options = {"reconnect_min_delay": 0.05, "reconnect_max_delay": 0.1,
                **kwargs.pop("options", {})}
