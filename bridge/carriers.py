@@ -70,10 +70,10 @@ class Carriers(abc.ABC):
         """One turn of the pump (``Courier``)."""
 
     def _on_loop(self, call: Callable[[], None]) -> None:
-        if self.loop is None or self.loop.in_loop():
+        if self.loop is None:
             call()
         else:
-            self.loop.call_soon(call)
+            self.loop.call_in_loop(call)
 
     # -- carriers (any thread; applied on the loop) ------------------------------------------
 

@@ -152,8 +152,8 @@ class MqttLink(LinkLifecycle):
         self._stop_deadline = 0.0
         self._stopped = threading.Event()
         self._connected_at = 0.0
-        self._inbound = Deliveries(on_message, manual_ack=manual_ack, on_loop=self._on_loop,
-                                   log=self._log)
+        self._inbound = Deliveries(on_message, manual_ack=manual_ack,
+                                   on_loop=self._loop.call_in_loop, log=self._log)
 
     # -- lifecycle (any thread) --------------------------------------------------------------
 
@@ -374,12 +374,6 @@ class MqttLink(LinkLifecycle):
             # v5 reason codes >= 0x80 are refusals (quota, not authorized, bad topic...).
             failure = packets.reason_name(ack.reason) if ack.reason >= 0x80 else None
             self._on_published(self, ack.mid, failure)
-
-    def _on_loop(self, call: Callable[[], None]) -> None:
-        if self._loop.in_loop():
-            call()
-        else:
-            self._loop.call_soon(call)
 
 
 __all__ = [

@@ -120,13 +120,17 @@ class IoLoop:
         self._calls.append(call)
         self.wake()
 
+    def call_in_loop(self, call: Callable[[], None]) -> None:
+        """Run ``call`` on the loop's thread: now if already there, else handed over."""
+        if self.in_loop():
+            call()
+        else:
+            self.call_soon(call)
+
     def call_later(self, delay: float, call: Callable[[], None]) -> TimerHandle:
         """Run ``call`` on the loop's thread after ``delay`` seconds (from any thread)."""
         handle = TimerHandle(time.monotonic() + max(0.0, delay), call)
-        if self.in_loop():
-            self._schedule(handle)
-        else:
-            self.call_soon(lambda: self._schedule(handle))
+        self.call_in_loop(lambda: self._schedule(handle))
         return handle
 
     def _schedule(self, handle: TimerHandle) -> None:
