@@ -38,11 +38,12 @@ class Recorder:
             return [json.loads(p) for t, p, *_ in self.sent if t == topic]
 
 
-def _message(op: str, body, *, retain=False, response_topic=None, correlation=None):
+def _message(op: str, body, *, retain=False, response_topic=None, correlation=None,
+             duplicate=False, ack=None):
     payload = body if isinstance(body, bytes) else json.dumps(body).encode()
     return InboundMessage(topic=f"{BASE}/{op}", payload=payload, retain=retain, qos=1,
                           received_at=time.monotonic(), response_topic=response_topic,
-                          correlation_data=correlation)
+                          correlation_data=correlation, duplicate=duplicate, ack=ack)
 
 
 @pytest.fixture
@@ -306,10 +307,7 @@ def test_v5_correlation_data_alone_also_deduplicates(service, fake_mppg):
 
 
 def _acked_message(op: str, body, events: list[str], *, duplicate=False) -> InboundMessage:
-    payload = json.dumps(body).encode()
-    return InboundMessage(topic=f"{BASE}/{op}", payload=payload, retain=False, qos=1,
-                          received_at=time.monotonic(), duplicate=duplicate,
-                          ack=lambda: events.append("ack"))
+    return _message(op, body, duplicate=duplicate, ack=lambda: events.append("ack"))
 
 
 def test_a_request_is_acknowledged_only_once_it_is_answered(service, fake_mppg):
@@ -329,8 +327,7 @@ def test_a_request_is_acknowledged_only_once_it_is_answered(service, fake_mppg):
 
 def test_refused_and_foreign_messages_are_acknowledged_at_once(service):
     events: list[str] = []
-    retained = InboundMessage(topic=f"{BASE}/create", payload=b"{}", retain=True, qos=1,
-                              received_at=time.monotonic(), ack=lambda: events.append("ack"))
+    retained = _message("create", b"{}", retain=True, ack=lambda: events.append("ack"))
     foreign = InboundMessage(topic=f"{ROOT}/Other", payload=b"{}", retain=False, qos=1,
                              received_at=time.monotonic(), ack=lambda: events.append("ack"))
     service.on_message(retained)  # not started: only the I/O loop's side runs
