@@ -280,12 +280,14 @@ class MqttLink(LinkLifecycle):
             self._lost("no answer from the broker within the keepalive "
                        f"({conn.keepalive:g} s)", before_connack=state == "handshake")
             return None
-        lazy = self._reads_lazily(conn, state)
-        if lazy:
-            self._on_io(_READ)  # the acknowledgements that came since the last turn
+        if state == "open" and conn.in_flight and not self._events & _READ:
+            # Unwatched since the last turn: the acknowledgements that came meanwhile are read
+            # before deciding, or a new burst on top of the last one's unread acknowledgements
+            # looks like a half-full window and the socket is watched again for one turn.
+            self._on_io(_READ)
             if self._conn is not conn:
                 return None
-            lazy = self._reads_lazily(conn, state)
+        lazy = self._reads_lazily(conn, state)
         try:
             pending = conn.flush(now) if conn.out else False
         except OSError as exc:

@@ -62,6 +62,7 @@ class IoLoop:
     def __init__(self, name: str = "mqtt-io") -> None:
         self.name = name
         self._selector = selectors.DefaultSelector()
+        self._watched: set[object] = set()  # sockets registered through ``register``
         # The wake-up pair exists while the loop runs (a loop never started holds no sockets).
         self._waker: _Waker | None = None
         self._calls: deque[Callable[[], None]] = deque()
@@ -174,14 +175,19 @@ class IoLoop:
         self.call_soon(drop)
 
     def register(self, sock: object, events: int, handler: Callable[[int], None]) -> None:
-        try:
+        # Known sockets are looked up in our own set: the selector's "not registered"
+        # KeyError formats the socket's repr, two system calls each time.
+        if sock in self._watched:
             self._selector.modify(sock, events, handler)  # type: ignore[arg-type]
-        except KeyError:
+        else:
             self._selector.register(sock, events, handler)  # type: ignore[arg-type]
+            self._watched.add(sock)
 
     def unregister(self, sock: object) -> None:
-        with contextlib.suppress(KeyError, ValueError, OSError):
-            self._selector.unregister(sock)  # type: ignore[arg-type]
+        if sock in self._watched:
+            self._watched.discard(sock)
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.unregister(sock)  # type: ignore[arg-type]
 
     def _run(self) -> None:
         timeout: float | None = 0.0

@@ -6,8 +6,11 @@ comes (within ACK_COLLECT), and a message for the session is read at once when a
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
+import bridge.mqtt.link as link_module
 from bridge.mqtt.link import LinkOptions, MqttLink
+from bridge.mqtt.loop import IoLoop
 from bridge.mqtt.options import InboundMessage
 from tests.integration.harness import on_loop, wait_until
 
@@ -55,3 +58,54 @@ def test_read_now_takes_a_message_while_acks_are_read_lazily(broker, probe_facto
         stop.set()
     finally:
         link.stop()
+
+
+class _WatchCountingLoop(IoLoop):
+    """Records each socket (re)registration the link asks for (a system call each), with
+    how many acknowledgements had arrived by then."""
+
+    def __init__(self, acknowledged: Callable[[], int]) -> None:
+        super().__init__(name="test-io-watch")
+        self.acknowledged = acknowledged
+        self.watches: list[tuple[int, int]] = []
+
+    def register(self, sock: object, events: int, handler: Callable[[int], None]) -> None:
+        self.watches.append((events, self.acknowledged()))
+        super().register(sock, events, handler)
+
+
+def test_a_burst_on_top_of_unread_acks_keeps_reading_lazily(
+        mosquitto_factory, probe_factory, monkeypatch):
+    # Receive Maximum 20: two bursts of 5 with the first's acknowledgements unread make 10
+    # in flight, half the window. The acknowledgements that came while unwatched are read
+    # first, so the second burst leaves 5 in flight and the socket stays unwatched.
+    broker = mosquitto_factory(extra="max_inflight_messages 20\n")
+    monkeypatch.setattr(link_module, "ACK_COLLECT", 60.0)  # no timed read between the bursts
+    acked: list[int] = []
+    io = _WatchCountingLoop(lambda: len(acked))
+    io.start()
+    link = MqttLink(LinkOptions(host=broker.host, port=broker.port), client_id="lazy-burst",
+                    loop=io, lazy_acks=True,
+                    on_published=lambda _link, mid, failure: acked.append(mid))
+    probe = probe_factory("lazy/burst/#", broker=broker)
+    try:
+        link.start()
+        assert link.wait_ready(WAIT)
+        first = on_loop(io, lambda: [link.publish(f"lazy/burst/{n}", b"x", qos=1)
+                                     for n in range(5)])
+        for n in range(5):  # the broker has them all, so their acknowledgements are sent
+            probe.wait_for(f"lazy/burst/{n}", WAIT)
+        watched_before = len(io.watches)
+        second = on_loop(io, lambda: [link.publish(f"lazy/burst/{n}", b"y", qos=1)
+                                      for n in range(5, 10)])
+        # Read on the second burst's turn (ACK_COLLECT is a minute away); that turn is over
+        # once the loop runs the next call.
+        assert wait_until(lambda: set(first) <= set(acked), WAIT)
+        on_loop(io, lambda: None)
+        # Watched again only if the second burst's acknowledgements had come too (idle).
+        assert all(count == 10 for _, count in io.watches[watched_before:]), io.watches
+        on_loop(io, link.read_now)  # and the second burst's are still read when asked
+        assert wait_until(lambda: sorted(acked) == sorted(first + second), WAIT)
+    finally:
+        link.stop()
+        io.stop()

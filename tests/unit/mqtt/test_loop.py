@@ -10,7 +10,7 @@ from pathlib import Path
 from bridge.backoff import Backoff
 from bridge.mqtt.link import LinkOptions, MqttLink
 from bridge.mqtt.loop import IoLoop
-from tests.integration.harness import wait_until
+from tests.integration.harness import on_loop, wait_until
 
 
 def _closed_port() -> int:
@@ -34,6 +34,43 @@ def test_hand_overs_run_in_order_on_the_loop_thread():
     finally:
         loop.stop()
     assert not loop.alive()
+
+
+def test_a_socket_is_watched_changed_dropped_and_watched_again():
+    loop = IoLoop(name="test-io")
+    loop.start()
+    ours, peer = socket.socketpair()
+    try:
+        seen: list[tuple[str, int]] = []
+        readable = threading.Event()
+
+        def handler(name: str):
+            def on_io(mask: int) -> None:
+                seen.append((name, mask))
+                ours.recv(16)
+                readable.set()
+            return on_io
+
+        def watch(name: str, events: int) -> None:
+            readable.clear()
+            on_loop(loop, lambda: loop.register(ours, events, handler(name)))
+
+        watch("first", 1)  # EVENT_READ
+        peer.send(b"a")
+        assert readable.wait(10)
+        watch("changed", 1)  # registered already: the handler is replaced
+        peer.send(b"b")
+        assert readable.wait(10)
+        on_loop(loop, lambda: loop.unregister(ours))
+        on_loop(loop, lambda: loop.unregister(ours))  # twice is harmless
+        watch("again", 1)
+        peer.send(b"c")
+        assert readable.wait(10)
+        assert seen == [("first", 1), ("changed", 1), ("again", 1)]
+    finally:
+        loop.stop()
+        ours.close()
+        peer.close()
 
 
 def test_call_later_runs_in_due_order_on_the_loop_thread_and_cancel_holds():
