@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import groupby
+from math import ceil
 from operator import attrgetter
 from typing import Final
 
@@ -342,41 +343,47 @@ class Courier(Carriers):
         qos = self.options.qos
         v5 = carrier.v5
         now = self._clock()
+        ttl = outbox.limits.ttl
+        publish = carrier.publish_message
+        in_flight, sending = self._in_flight, self._sending
         sent = 0
         try:
             while load < window:
-                entry = outbox.next_to_send()
-                if entry is None:
+                batch = outbox.take(window - load)
+                if not batch:
                     return
-                live = entry.origin == origin and not entry.replayed
-                expiry = entry.expiry_interval(outbox.limits.ttl, now) if v5 else None
-                try:  # encoding too: a spooled row's properties may not encode
-                    properties = None
-                    if expiry is not None:
-                        section = entry.user_section
-                        if section is None:  # read back from the spool
-                            section = entry.user_section = encode_user_properties(
-                                entry.user_properties)
-                        properties = message_properties(
-                            section if live else section + _REPLAYED_SECTION, expiry)
-                    if limit and self._oversize(entry, properties, limit):
-                        outbox.complete(entry, dropped=DropReason.OVERSIZE)
+                for entry in batch:
+                    live = entry.origin == origin and not entry.replayed
+                    try:  # encoding too: a spooled row's properties may not encode
+                        properties = None
+                        if v5:
+                            section = entry.user_section
+                            if section is None:  # read back from the spool
+                                section = entry.user_section = encode_user_properties(
+                                    entry.user_properties)
+                            # Expiry: what is left of the time-to-live (>= 1 s), as
+                            # ``Entry.expiry_interval`` says, inline on this path.
+                            expiry = max(1, ceil(ttl - (now - entry.created)))
+                            properties = message_properties(
+                                section if live else section + _REPLAYED_SECTION, expiry)
+                        if limit and self._oversize(entry, properties, limit):
+                            outbox.complete(entry, dropped=DropReason.OVERSIZE)
+                            continue
+                        entry.replayed = not live
+                        mid = publish(entry.topic, entry.payload, qos, properties)
+                    except Exception:  # never leave an entry marked in flight that nobody owns
+                        _log.exception("outbox_publish_failed", serial=entry.serial)
+                        mid = None
+                    if mid is None:
+                        outbox.complete(entry, dropped=DropReason.REFUSED)
                         continue
-                    entry.replayed = not live
-                    mid = carrier.publish_message(entry.topic, entry.payload, qos, properties)
-                except Exception:  # never leave an entry marked in flight that nobody owns
-                    _log.exception("outbox_publish_failed", serial=entry.serial)
-                    mid = None
-                if mid is None:
-                    outbox.complete(entry, dropped=DropReason.REFUSED)
-                    continue
-                sent += 1
-                if qos == 0:
-                    outbox.complete(entry)
-                    continue
-                self._in_flight[(link_id, mid)] = (outbox, entry)
-                load += 1
-                self._sending[outbox.serial] = carrier
+                    sent += 1
+                    if qos == 0:
+                        outbox.complete(entry)
+                        continue
+                    in_flight[(link_id, mid)] = (outbox, entry)
+                    load += 1
+                    sending[outbox.serial] = carrier
         finally:
             self._link_load[link_id] = load
             if sent:

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import islice
 from typing import Final, Protocol
 
 DEFAULT_TTL: Final = 300.0
@@ -166,17 +167,27 @@ class Outbox:
 
     def next_to_send(self) -> Entry | None:
         """The oldest entry not yet in flight, after dropping expired ones; marks it in flight."""
+        taken = self.take(1)
+        return taken[0] if taken else None
+
+    def take(self, count: int) -> list[Entry]:
+        """Up to ``count`` of the oldest entries not yet in flight, after dropping expired
+        ones; marks them in flight. Entries are in creation order, so once the first is
+        alive the rest are too: a burst costs one check and one lock."""
         with self.lock:
-            if self._in_flight == len(self._entries):
-                return None
-            entry = self._entries[self._in_flight]
-            if entry.remaining_ttl(self.limits.ttl, self._clock()) <= 0:
+            entries = self._entries
+            start = self._in_flight
+            if start == len(entries):
+                return []
+            if entries[start].remaining_ttl(self.limits.ttl, self._clock()) <= 0:
                 self.expire()
-                if self._in_flight == len(self._entries):
-                    return None
-                entry = self._entries[self._in_flight]
-            self._in_flight += 1
-            return entry
+                if start == len(entries):
+                    return []
+            end = min(len(entries), start + count)
+            self._in_flight = end
+            if start == 0 and end == len(entries):
+                return list(entries)
+            return list(islice(entries, start, end))
 
     def waiting(self) -> int:
         with self.lock:

@@ -97,6 +97,22 @@ def test_expired_entries_are_dropped_when_sending_and_by_expire():
     assert len(box) == 1  # the in-flight one stays: the broker has it
 
 
+def test_take_hands_out_the_oldest_waiting_in_order_and_marks_them_in_flight():
+    box, clock, drops = _make(OutboxLimits(ttl=60))
+    for n in range(3):
+        box.put(_entry(n, clock))
+    clock.now += 61  # 0..2 expire
+    for n in range(3, 9):
+        box.put(_entry(n, clock))
+    assert [_seq(e) for e in box.take(4)] == ["3", "4", "5", "6"]
+    assert [seq for seq, _ in drops] == ["0", "1", "2"]
+    assert box.in_flight == 4 and box.waiting() == 2
+    assert [_seq(e) for e in box.take(10)] == ["7", "8"]  # no more than is waiting
+    assert box.take(1) == [] and box.in_flight == 6
+    box.return_in_flight()
+    assert [_seq(e) for e in box.take(2)] == ["3", "4"]  # returned ones go out first again
+
+
 def test_expiry_interval_matches_remaining_ttl():
     clock = Clock()
     entry = _entry(0, clock)
