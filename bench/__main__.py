@@ -43,6 +43,7 @@ RESULTS = Path(__file__).parent / "results" / "latest.json"
 SERIALS = ("B100001", "B100002", "B100003", "B100004")
 WARM = 1.5  # seconds of stream before the CPU window opens
 DRAIN = 2.0  # seconds after the stream for the last messages to arrive
+MIX_PAIRS = 3  # bridge phases in the mix, each followed by a lean one
 _HERE = str(Path(__file__).resolve().parents[1])
 
 
@@ -283,12 +284,20 @@ def one_run(port: int, seconds: float, growth_seconds: float, commands_n: int) -
     # that always ran second measured up to 10 % more on this machine whatever it ran.
     plain_after = phase(port, "bridge", 1, "single", seconds)
     print(f"  line rate, bridge again: {plain_after}", flush=True)
-    # The mix: the lean floor before and after the others (compared with their mean, as the
-    # spool phase is), the lean floor with the bridge's thread layout, then the bridge.
-    mix = {kind: phase(port, kind, 1, "mix", seconds)
-           for kind in ("lean", "lean_threads", "bridge")}
-    mix_lean_after = phase(port, "lean", 1, "mix", seconds)
-    print(f"  mix: {mix}, lean again: {mix_lean_after}", flush=True)
+    # The mix, interleaved: lean, the lean floor in the bridge's thread layout, then three
+    # bridge phases each followed by a lean one (half the window each). Every bridge phase is
+    # compared with the mean of the lean phases either side of it, as the spool phase is, and
+    # the run's ratio is the median of the three: one phase that a neighbour on this machine
+    # slowed moves it less than it moved a single pair.
+    half = seconds / 2
+    mix_lean = [phase(port, "lean", 1, "mix", half)]
+    mix_layout = phase(port, "lean_threads", 1, "mix", half)
+    mix_bridge: list[dict[str, Any]] = []
+    for _ in range(MIX_PAIRS):
+        mix_bridge.append(phase(port, "bridge", 1, "mix", half))
+        mix_lean.append(phase(port, "lean", 1, "mix", half))
+    print(f"  mix: lean {[p['cpu_pct'] for p in mix_lean]}, layout {mix_layout['cpu_pct']}, "
+          f"bridge {[p['cpu_pct'] for p in mix_bridge]}", flush=True)
     four = phase(port, "bridge", 4, "single", seconds)
     print(f"  4 readers: {four}", flush=True)
     cmd = command_phase(port, commands_n)
@@ -312,15 +321,17 @@ def one_run(port: int, seconds: float, growth_seconds: float, commands_n: int) -
     plain = (line["bridge"]["cpu_pct"] + plain_after["cpu_pct"]) / 2
     r["spool_plain_cpu_pct"] = round(plain, 2)
     r["spool_cost_ratio"] = round(spooled["cpu_pct"] / plain, 3)
-    lean = (mix["lean"]["cpu_pct"] + mix_lean_after["cpu_pct"]) / 2
-    r["mix_lean_cpu_pct"] = round(lean, 2)
-    r["mix_lean_threads_cpu_pct"] = mix["lean_threads"]["cpu_pct"]
-    r["mix_bridge_cpu_pct"] = mix["bridge"]["cpu_pct"]
-    r["mix_bridge_lost"] = mix["bridge"]["lost"]
-    r["mix_bridge_vs_lean"] = round(mix["bridge"]["cpu_pct"] / lean, 3)
-    r["mix_layout_vs_lean"] = round(mix["lean_threads"]["cpu_pct"] / lean, 3)
-    r["mix_bridge_vs_layout"] = round(mix["bridge"]["cpu_pct"] / mix["lean_threads"]["cpu_pct"],
-                                      3)
+    lean_cpu = [p["cpu_pct"] for p in mix_lean]
+    bridge_cpu = [p["cpu_pct"] for p in mix_bridge]
+    bracketed = [cpu / ((lean_cpu[i] + lean_cpu[i + 1]) / 2) for i, cpu in enumerate(bridge_cpu)]
+    bridge = statistics.median(bridge_cpu)
+    r["mix_lean_cpu_pct"] = round(statistics.median(lean_cpu), 2)
+    r["mix_lean_threads_cpu_pct"] = mix_layout["cpu_pct"]
+    r["mix_bridge_cpu_pct"] = round(bridge, 2)
+    r["mix_bridge_lost"] = sum(p["lost"] for p in mix_bridge)
+    r["mix_bridge_vs_lean"] = round(statistics.median(bracketed), 3)
+    r["mix_layout_vs_lean"] = round(mix_layout["cpu_pct"] / ((lean_cpu[0] + lean_cpu[1]) / 2), 3)
+    r["mix_bridge_vs_layout"] = round(bridge / mix_layout["cpu_pct"], 3)
     r["four_readers_sent"] = four["sent"]
     r["four_readers_delivered_pct"] = four["delivered_pct"]
     r["four_readers_lost"] = four["lost"]

@@ -62,8 +62,8 @@ def table(results: dict[str, Any]) -> str:
         ("**realistic mix** (every 5 ms: 4 single-report + one 1,226-byte message), CPU %",
          cell(s, "mix_bridge_cpu_pct"), f"lean floor {cell(s, 'mix_lean_cpu_pct')}", ""),
         ("**mix, bridge / lean floor**", f"**{cell(s, 'mix_bridge_vs_lean', 'x')}**",
-         "the floor: mean of a lean phase before and one after", target(s, "mix_bridge_vs_lean",
-                                                                        2.0)),
+         "median of 3 bridge phases, each against the mean of the lean phases either side",
+         target(s, "mix_bridge_vs_lean", 2.0)),
         ("mix, the lean floor in the bridge's thread layout (a read thread per reader, one I/O "
          "thread), CPU % / its ratio to the floor", f"{cell(s, 'mix_lean_threads_cpu_pct')} / "
          f"{cell(s, 'mix_layout_vs_lean', 'x')}", "bridge / this layout: "
