@@ -358,7 +358,10 @@ def main() -> int:
     commands_n = 200 if args.quick else 1000
     results: dict[str, Any] = {"quick": args.quick, "runs": runs, "seconds": seconds,
                                "growth_seconds": growth_seconds,
-                               "reader_cpu": "excluded: simulated readers run in bench.feeder"}
+                               "reader_cpu": "excluded: simulated readers run in bench.feeder",
+                               "mix_method": f"interleaved: {MIX_PAIRS} bridge phases of half the "
+                                             "window, each against the mean of the lean phases "
+                                             f"either side; median of the {MIX_PAIRS}"}
     results.update(framing(args.quick))
     broker = Mosquitto()
     per_run: list[dict[str, Any]] = []

@@ -27,7 +27,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import groupby
-from math import ceil
 from operator import attrgetter
 from typing import Final
 
@@ -38,7 +37,6 @@ from bridge.metrics import Metrics
 from bridge.mqtt.encoding import (
     encode_user_properties,
     encoded_publish_size,
-    message_properties,
 )
 from bridge.mqtt.link import MqttLink
 from bridge.mqtt.loop import IoLoop
@@ -55,8 +53,6 @@ _GAUGES_EVERY: Final = 0.25
 # almost nothing. The price: a crash (not a clean stop) loses at most this much of what was
 # in flight on a healthy connection.
 SPOOL_AFTER: Final = 0.05
-_REPLAYED: Final = ("replayed", "true")
-_REPLAYED_SECTION: Final = encode_user_properties((_REPLAYED,))
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,38 +348,38 @@ class Courier(Carriers):
                 batch = outbox.take(window - load)
                 if not batch:
                     return
-                for entry in batch:
-                    live = entry.origin == origin and not entry.replayed
-                    try:  # encoding too: a spooled row's properties may not encode
-                        properties = None
-                        if v5:
-                            section = entry.user_section
-                            if section is None:  # read back from the spool
-                                section = entry.user_section = encode_user_properties(
-                                    entry.user_properties)
-                            # Expiry: what is left of the time-to-live (>= 1 s), as
-                            # ``Entry.expiry_interval`` says, inline on this path.
-                            expiry = max(1, ceil(ttl - (now - entry.created)))
-                            properties = message_properties(
-                                section if live else section + _REPLAYED_SECTION, expiry)
-                        if limit and self._oversize(entry, properties, limit):
-                            outbox.complete(entry, dropped=DropReason.OVERSIZE)
+                handled = 0
+                try:
+                    for entry in batch:
+                        handled += 1
+                        left = ttl - (now - entry.created)
+                        if left <= 0:  # ``take`` checks the first; a restored row may be older
+                            outbox.complete(entry, dropped=DropReason.EXPIRED)
                             continue
-                        entry.replayed = not live
-                        mid = publish(entry.topic, entry.payload, qos, properties)
-                    except Exception:  # never leave an entry marked in flight that nobody owns
-                        _log.exception("outbox_publish_failed", serial=entry.serial)
-                        mid = None
-                    if mid is None:
-                        outbox.complete(entry, dropped=DropReason.REFUSED)
-                        continue
-                    sent += 1
-                    if qos == 0:
-                        outbox.complete(entry)
-                        continue
-                    in_flight[(link_id, mid)] = (outbox, entry)
-                    load += 1
-                    sending[outbox.serial] = carrier
+                        live = entry.origin == origin and not entry.replayed
+                        try:  # encoding too: a spooled row's properties may not encode
+                            properties = entry.publish_properties(live, left) if v5 else None
+                            if limit and self._oversize(entry, properties, limit):
+                                outbox.complete(entry, dropped=DropReason.OVERSIZE)
+                                continue
+                            entry.replayed = not live
+                            mid = publish(entry.topic, entry.payload, qos, properties)
+                        except Exception:  # never leave an entry in flight that nobody owns
+                            _log.exception("outbox_publish_failed", serial=entry.serial)
+                            mid = None
+                        if mid is None:
+                            outbox.complete(entry, dropped=DropReason.REFUSED)
+                            continue
+                        sent += 1
+                        if qos == 0:
+                            outbox.complete(entry)
+                            continue
+                        in_flight[(link_id, mid)] = (outbox, entry)
+                        load += 1
+                        sending[outbox.serial] = carrier
+                finally:
+                    if handled < len(batch):  # something raised: the rest was never sent
+                        outbox.give_back(len(batch) - handled)
         finally:
             self._link_load[link_id] = load
             if sent:

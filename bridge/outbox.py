@@ -18,7 +18,10 @@ from enum import StrEnum
 from itertools import islice
 from typing import Final, Protocol
 
+from bridge.mqtt.encoding import encode_user_properties, message_properties
+
 DEFAULT_TTL: Final = 300.0
+_REPLAYED_SECTION: Final = encode_user_properties((("replayed", "true"),))  # a late delivery
 
 
 class DropReason(StrEnum):
@@ -56,9 +59,25 @@ class Entry:
     def remaining_ttl(self, ttl: float, now: float) -> float:
         return ttl - (now - self.created)
 
+    def publish_properties(self, live: bool, remaining: float) -> bytes:
+        """Its v5 PUBLISH property block: the user properties (pre-encoded by the read thread;
+        encoded here for a row read back from the spool), ``replayed`` unless it goes out
+        live, and the expiry left of its time-to-live (``remaining`` seconds)."""
+        section = self.user_section
+        if section is None:
+            section = self.user_section = encode_user_properties(self.user_properties)
+        return message_properties(section if live else section + _REPLAYED_SECTION,
+                                  expiry_for(remaining))
+
     def expiry_interval(self, ttl: float, now: float) -> int:
         """MQTT v5 message expiry matching what is left of the time-to-live (>= 1 s)."""
-        return max(1, math.ceil(self.remaining_ttl(ttl, now)))
+        return expiry_for(self.remaining_ttl(ttl, now))
+
+
+def expiry_for(remaining: float) -> int:
+    """The MQTT v5 message expiry for ``remaining`` seconds of time-to-live: whole seconds,
+    rounded up, and never 0 (which would mean "no expiry")."""
+    return max(1, math.ceil(remaining))
 
 
 class SpoolWriter(Protocol):
@@ -189,6 +208,11 @@ class Outbox:
                 return list(entries)
             return list(islice(entries, start, end))
 
+    def give_back(self, count: int) -> None:
+        """The last ``count`` entries ``take`` handed out were not sent: they wait again."""
+        with self.lock:
+            self._in_flight -= count
+
     def waiting(self) -> int:
         with self.lock:
             return len(self._entries) - self._in_flight
@@ -261,4 +285,5 @@ class Outbox:
             return dropped
 
 
-__all__ = ["DEFAULT_TTL", "DropReason", "Entry", "Outbox", "OutboxLimits", "SpoolWriter"]
+__all__ = ["DEFAULT_TTL", "DropReason", "Entry", "Outbox", "OutboxLimits", "SpoolWriter",
+           "expiry_for"]

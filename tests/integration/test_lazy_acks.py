@@ -6,9 +6,11 @@ comes (within ACK_COLLECT), and a message for the session is read at once when a
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import bridge.mqtt.link as link_module
+import bridge.mqtt.loop as loop_module
 from bridge.mqtt.link import LinkOptions, MqttLink
 from bridge.mqtt.loop import IoLoop
 from bridge.mqtt.options import InboundMessage
@@ -61,8 +63,8 @@ def test_read_now_takes_a_message_while_acks_are_read_lazily(broker, probe_facto
 
 
 class _WatchCountingLoop(IoLoop):
-    """Records each socket (re)registration the link asks for (a system call each), with
-    how many acknowledgements had arrived by then."""
+    """Records what the link asks the selector to watch (a system call each): the events
+    (0: unwatched) and how many acknowledgements had arrived by then."""
 
     def __init__(self, acknowledged: Callable[[], int]) -> None:
         super().__init__(name="test-io-watch")
@@ -73,6 +75,10 @@ class _WatchCountingLoop(IoLoop):
         self.watches.append((events, self.acknowledged()))
         super().register(sock, events, handler)
 
+    def unregister(self, sock: object) -> None:
+        self.watches.append((0, self.acknowledged()))
+        super().unregister(sock)
+
 
 def test_a_burst_on_top_of_unread_acks_keeps_reading_lazily(
         mosquitto_factory, probe_factory, monkeypatch):
@@ -80,7 +86,6 @@ def test_a_burst_on_top_of_unread_acks_keeps_reading_lazily(
     # in flight, half the window. The acknowledgements that came while unwatched are read
     # first, so the second burst leaves 5 in flight and the socket stays unwatched.
     broker = mosquitto_factory(extra="max_inflight_messages 20\n")
-    monkeypatch.setattr(link_module, "ACK_COLLECT", 60.0)  # no timed read between the bursts
     acked: list[int] = []
     io = _WatchCountingLoop(lambda: len(acked))
     io.start()
@@ -91,21 +96,31 @@ def test_a_burst_on_top_of_unread_acks_keeps_reading_lazily(
     try:
         link.start()
         assert link.wait_ready(WAIT)
+        # No turn between the bursts from here: no timed read, no idle turn.
+        monkeypatch.setattr(link_module, "ACK_COLLECT", 60.0)
+        monkeypatch.setattr(loop_module, "MAX_SLEEP", 60.0)
+        on_loop(io, lambda: None)  # a turn that sleeps by the new rules
         first = on_loop(io, lambda: [link.publish(f"lazy/burst/{n}", b"x", qos=1)
                                      for n in range(5)])
+        # In flight, acknowledgements unread: unwatched (observed from here: another turn
+        # would read them).
+        assert wait_until(lambda: io.watches[-1:] == [(0, 0)], WAIT), io.watches
         for n in range(5):  # the broker has them all, so their acknowledgements are sent
             probe.wait_for(f"lazy/burst/{n}", WAIT)
+        time.sleep(0.2)  # and on their way back over loopback
+        assert acked == [] and io.watches[-1] == (0, 0)  # nothing has read them yet
         watched_before = len(io.watches)
         second = on_loop(io, lambda: [link.publish(f"lazy/burst/{n}", b"y", qos=1)
                                       for n in range(5, 10)])
-        # Read on the second burst's turn (ACK_COLLECT is a minute away); that turn is over
-        # once the loop runs the next call.
+        # Read by that turn (no other comes), before it decided; the next one ends it.
         assert wait_until(lambda: set(first) <= set(acked), WAIT)
         on_loop(io, lambda: None)
-        # Watched again only if the second burst's acknowledgements had come too (idle).
+        # Watched again only once the second burst's acknowledgements had come too (idle),
+        # never with half the window in flight.
         assert all(count == 10 for _, count in io.watches[watched_before:]), io.watches
-        on_loop(io, link.read_now)  # and the second burst's are still read when asked
+        on_loop(io, link.read_now)  # and the second burst's are read when asked
         assert wait_until(lambda: sorted(acked) == sorted(first + second), WAIT)
     finally:
+        monkeypatch.undo()  # stopping counts on the loop's usual turns
         link.stop()
         io.stop()
