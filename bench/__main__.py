@@ -43,7 +43,7 @@ RESULTS = Path(__file__).parent / "results" / "latest.json"
 SERIALS = ("B100001", "B100002", "B100003", "B100004")
 WARM = 1.5  # seconds of stream before the CPU window opens
 DRAIN = 2.0  # seconds after the stream for the last messages to arrive
-MIX_PAIRS = 3  # bridge phases in the mix, each followed by a lean one
+MIX_PAIRS = 3  # bridge (spool) phases in the mix (spool) runs, each followed by a baseline one
 _HERE = str(Path(__file__).resolve().parents[1])
 
 
@@ -278,18 +278,23 @@ def one_run(port: int, seconds: float, growth_seconds: float, commands_n: int) -
     for kind in ("paho", "lean", "bridge"):
         line[kind] = phase(port, kind, 1, "single", seconds)
         print(f"  line rate, {kind}: {line[kind]}", flush=True)
-    spooled = phase(port, "bridge", 1, "single", seconds, spool=True)
-    print(f"  line rate, bridge + spool: {spooled}", flush=True)
-    # The spool phase is bracketed by two plain ones and compared with their mean: a phase
-    # that always ran second measured up to 10 % more on this machine whatever it ran.
-    plain_after = phase(port, "bridge", 1, "single", seconds)
-    print(f"  line rate, bridge again: {plain_after}", flush=True)
+    # The spool, interleaved as the mix is: three spool phases (half the window each), each
+    # followed by a plain one, each compared with the mean of the plain phases either side (the
+    # first: the line-rate phase above). A phase that always ran second measured up to 10 %
+    # more on this machine whatever it ran, and a single pair moved by as much between runs.
+    half = seconds / 2
+    plain = [line["bridge"]]
+    spooled: list[dict[str, Any]] = []
+    for _ in range(MIX_PAIRS):
+        spooled.append(phase(port, "bridge", 1, "single", half, spool=True))
+        plain.append(phase(port, "bridge", 1, "single", half))
+    print(f"  line rate, bridge + spool: {[p['cpu_pct'] for p in spooled]}, without: "
+          f"{[p['cpu_pct'] for p in plain]}", flush=True)
     # The mix, interleaved: lean, the lean floor in the bridge's thread layout, then three
     # bridge phases each followed by a lean one (half the window each). Every bridge phase is
     # compared with the mean of the lean phases either side of it, as the spool phase is, and
     # the run's ratio is the median of the three: one phase that a neighbour on this machine
     # slowed moves it less than it moved a single pair.
-    half = seconds / 2
     mix_lean = [phase(port, "lean", 1, "mix", half)]
     mix_layout = phase(port, "lean_threads", 1, "mix", half)
     mix_bridge: list[dict[str, Any]] = []
@@ -316,11 +321,13 @@ def one_run(port: int, seconds: float, growth_seconds: float, commands_n: int) -
                                       - line["paho"]["latency_p50_ms"], 3)
     r["added_latency_p99_ms"] = round(line["bridge"]["latency_p99_ms"]
                                       - line["paho"]["latency_p99_ms"], 3)
-    r["spool_cpu_pct"] = spooled["cpu_pct"]
-    r["spool_lost"] = spooled["lost"]
-    plain = (line["bridge"]["cpu_pct"] + plain_after["cpu_pct"]) / 2
-    r["spool_plain_cpu_pct"] = round(plain, 2)
-    r["spool_cost_ratio"] = round(spooled["cpu_pct"] / plain, 3)
+    plain_cpu = [p["cpu_pct"] for p in plain]
+    spool_cpu = [p["cpu_pct"] for p in spooled]
+    r["spool_cpu_pct"] = round(statistics.median(spool_cpu), 2)
+    r["spool_lost"] = sum(p["lost"] for p in spooled)
+    r["spool_plain_cpu_pct"] = round(statistics.median(plain_cpu), 2)
+    r["spool_cost_ratio"] = round(statistics.median(
+        cpu / ((plain_cpu[i] + plain_cpu[i + 1]) / 2) for i, cpu in enumerate(spool_cpu)), 3)
     lean_cpu = [p["cpu_pct"] for p in mix_lean]
     bridge_cpu = [p["cpu_pct"] for p in mix_bridge]
     bracketed = [cpu / ((lean_cpu[i] + lean_cpu[i + 1]) / 2) for i, cpu in enumerate(bridge_cpu)]
@@ -361,7 +368,10 @@ def main() -> int:
                                "reader_cpu": "excluded: simulated readers run in bench.feeder",
                                "mix_method": f"interleaved: {MIX_PAIRS} bridge phases of half the "
                                              "window, each against the mean of the lean phases "
-                                             f"either side; median of the {MIX_PAIRS}"}
+                                             f"either side; median of the {MIX_PAIRS}",
+                               "spool_method": f"interleaved: {MIX_PAIRS} spool phases of half the "
+                                               "window, each against the mean of the plain "
+                                               f"phases either side; median of the {MIX_PAIRS}"}
     results.update(framing(args.quick))
     broker = Mosquitto()
     per_run: list[dict[str, Any]] = []

@@ -70,7 +70,8 @@ def table(results: dict[str, Any]) -> str:
          f"{cell(s, 'mix_bridge_vs_layout', 'x')}", ""),
         ("**spool cost**: CPU with / without the durable spool",
          f"**{cell(s, 'spool_cost_ratio', 'x')}**", f"{cell(s, 'spool_cpu_pct')} % with it; "
-         f"{cell(s, 'spool_plain_cpu_pct')} % without (the phases before and after)",
+         f"{cell(s, 'spool_plain_cpu_pct')} % without; median of 3 spool phases, each against the "
+         "plain phases either side",
          target(s, "spool_cost_ratio", 1.1)),
         ("**4 readers at line rate**: delivered to the out-of-process subscriber",
          f"**{cell(s, 'four_readers_delivered_pct', ' %')}**",
