@@ -8,6 +8,7 @@ what never came (lost) and what it did not expect (stray, duplicate).
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import socket
@@ -103,3 +104,12 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def publisher_args(prog: str) -> argparse.Namespace:
+    """A baseline publisher's command line: the broker's ``--port`` and the feeder's sockets."""
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("sockets", nargs="+")
+    return parser.parse_args()
+

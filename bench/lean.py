@@ -11,12 +11,11 @@ framework overhead at all: the floor, not a competitor (no reconnect, no outbox,
 
 from __future__ import annotations
 
-import argparse
 import selectors
 import socket
 from collections import deque
 
-from bench.common import topic_for
+from bench.common import publisher_args, topic_for
 from bridge.mms import MessageReceived, Reassembler, parse_message
 from bridge.mqtt.encoding import encode_publish_properties, encode_string, encode_varint
 
@@ -76,10 +75,7 @@ class Connection:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.lean")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("sockets", nargs="+")
-    args = parser.parse_args()
+    args = publisher_args("python -m bench.lean")
     selector = selectors.DefaultSelector()
     connections = []
     for index, path in enumerate(args.sockets):

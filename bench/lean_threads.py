@@ -13,7 +13,6 @@ second thread's wake-ups, the GIL passing between them), before any bridge code 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import select
@@ -22,6 +21,7 @@ import socket
 import threading
 from collections import deque
 
+from bench.common import publisher_args
 from bench.lean import Connection
 from bridge.mms import MessageReceived, Reassembler, parse_message
 from bridge.mqtt.encoding import encode_publish_properties
@@ -83,10 +83,7 @@ def read_reports(path: str, connection: Connection, handover: Handover) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.lean_threads")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("sockets", nargs="+")
-    args = parser.parse_args()
+    args = publisher_args("python -m bench.lean_threads")
     selector = selectors.DefaultSelector()
     handover = Handover()
     selector.register(handover.fd, selectors.EVENT_READ, None)

@@ -11,7 +11,6 @@ handling. Prints ``ready`` once connected.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import selectors
 import socket
@@ -23,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bench.common import topic_for
+from bench.common import publisher_args, topic_for
 from bridge.mms import MessageReceived, Reassembler, parse_message
 from bridge.mqtt.encoding import encode_publish_properties
 
@@ -59,10 +58,7 @@ _PROTOTYPE: Final = PackedProperties(b"")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.paho_publisher")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("sockets", nargs="+")
-    args = parser.parse_args()
+    args = publisher_args("python -m bench.paho_publisher")
     selector = selectors.DefaultSelector()
     for index, path in enumerate(args.sockets):
         serial = path.rsplit("/", 1)[1].removesuffix(".sock")
