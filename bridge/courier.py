@@ -343,44 +343,43 @@ class Courier(Carriers):
         publish = carrier.publish_message
         in_flight, sending = self._in_flight, self._sending
         sent = 0
+        batch: list[Entry] = []
+        handled = 0
         try:
             while load < window:
-                batch = outbox.take(window - load)
+                batch, handled = outbox.take(window - load), 0
                 if not batch:
                     return
-                handled = 0
-                try:
-                    for entry in batch:
-                        handled += 1
-                        left = ttl - (now - entry.created)
-                        if left <= 0:  # ``take`` checks the first; a restored row may be older
-                            outbox.complete(entry, dropped=DropReason.EXPIRED)
+                for entry in batch:
+                    handled += 1
+                    left = entry.remaining_ttl(ttl, now)
+                    if left <= 0:  # ``take`` checks the first; a restored row may be older
+                        outbox.complete(entry, dropped=DropReason.EXPIRED)
+                        continue
+                    live = entry.origin == origin and not entry.replayed
+                    try:  # encoding too: a spooled row's properties may not encode
+                        properties = entry.publish_properties(live, left) if v5 else None
+                        if limit and self._oversize(entry, properties, limit):
+                            outbox.complete(entry, dropped=DropReason.OVERSIZE)
                             continue
-                        live = entry.origin == origin and not entry.replayed
-                        try:  # encoding too: a spooled row's properties may not encode
-                            properties = entry.publish_properties(live, left) if v5 else None
-                            if limit and self._oversize(entry, properties, limit):
-                                outbox.complete(entry, dropped=DropReason.OVERSIZE)
-                                continue
-                            entry.replayed = not live
-                            mid = publish(entry.topic, entry.payload, qos, properties)
-                        except Exception:  # never leave an entry in flight that nobody owns
-                            _log.exception("outbox_publish_failed", serial=entry.serial)
-                            mid = None
-                        if mid is None:
-                            outbox.complete(entry, dropped=DropReason.REFUSED)
-                            continue
-                        sent += 1
-                        if qos == 0:
-                            outbox.complete(entry)
-                            continue
-                        in_flight[(link_id, mid)] = (outbox, entry)
-                        load += 1
-                        sending[outbox.serial] = carrier
-                finally:
-                    if handled < len(batch):  # something raised: the rest was never sent
-                        outbox.give_back(len(batch) - handled)
+                        entry.replayed = not live
+                        mid = publish(entry.topic, entry.payload, qos, properties)
+                    except Exception:  # never leave an entry in flight that nobody owns
+                        _log.exception("outbox_publish_failed", serial=entry.serial)
+                        mid = None
+                    if mid is None:
+                        outbox.complete(entry, dropped=DropReason.REFUSED)
+                        continue
+                    sent += 1
+                    if qos == 0:
+                        outbox.complete(entry)
+                        continue
+                    in_flight[(link_id, mid)] = (outbox, entry)
+                    load += 1
+                    sending[outbox.serial] = carrier
         finally:
+            if handled < len(batch):  # something raised: the rest of the batch was never sent
+                outbox.give_back(len(batch) - handled)
             self._link_load[link_id] = load
             if sent:
                 carrier.count_published(sent)  # one metric update for the batch

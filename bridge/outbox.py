@@ -69,10 +69,6 @@ class Entry:
         return message_properties(section if live else section + _REPLAYED_SECTION,
                                   expiry_for(remaining))
 
-    def expiry_interval(self, ttl: float, now: float) -> int:
-        """MQTT v5 message expiry matching what is left of the time-to-live (>= 1 s)."""
-        return expiry_for(self.remaining_ttl(ttl, now))
-
 
 def expiry_for(remaining: float) -> int:
     """The MQTT v5 message expiry for ``remaining`` seconds of time-to-live: whole seconds,
@@ -190,9 +186,10 @@ class Outbox:
         return taken[0] if taken else None
 
     def take(self, count: int) -> list[Entry]:
-        """Up to ``count`` of the oldest entries not yet in flight, after dropping expired
-        ones; marks them in flight. Entries are in creation order, so once the first is
-        alive the rest are too: a burst costs one check and one lock."""
+        """Up to ``count`` of the oldest entries not yet in flight, after dropping the expired
+        ones at the front; marks them in flight. One TTL check and one lock a burst: entries
+        are in creation order but for restored rows (a wall clock stepped back), so the
+        sender still checks each one's own time-to-live."""
         with self.lock:
             entries = self._entries
             start = self._in_flight

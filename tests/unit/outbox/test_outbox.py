@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.outbox import DropReason, Entry, Outbox, OutboxLimits
+from bridge.outbox import DropReason, Entry, Outbox, OutboxLimits, expiry_for
 
 
 class Clock:
@@ -117,9 +117,10 @@ def test_expiry_interval_matches_remaining_ttl():
     clock = Clock()
     entry = _entry(0, clock)
     clock.now += 100.4
-    assert entry.expiry_interval(300, clock.now) == 200
+    assert expiry_for(entry.remaining_ttl(300, clock.now)) == 200
     clock.now += 199.9
-    assert entry.expiry_interval(300, clock.now) == 1  # never 0: that would mean "no expiry"
+    # never 0: that would mean "no expiry"
+    assert expiry_for(entry.remaining_ttl(300, clock.now)) == 1
 
 
 def test_return_in_flight_puts_them_back_first_and_marks_replayed():
